@@ -1,0 +1,373 @@
+"""The ``napari-samlung`` console script: evaluate, segment, demo.
+
+Every user error prints one line on stderr and exits with status 2; an
+interrupted run exits with 130 and can be resumed with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import SamlungError
+
+EXIT_USAGE = 2
+EXIT_SKIPPED = 3
+EXIT_INTERRUPTED = 130
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    from .core.models import public_models
+    from .core.prompts import STRATEGIES
+    from .core.windowing import WINDOW_PRESETS
+
+    g = p.add_argument_group("model and prompts")
+    g.add_argument(
+        "--model",
+        default="lite_medsam",
+        help=f"model id ({', '.join(public_models())}); default lite_medsam",
+    )
+    g.add_argument(
+        "--checkpoint", help="weights file for the model (or a fine-tune of its architecture)"
+    )
+    g.add_argument(
+        "--strategy",
+        choices=sorted(STRATEGIES),
+        help="prompt strategy (default: the model's best, see docs/strategies.md)",
+    )
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    g.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="encoder precision; auto uses bf16 where the hardware has it",
+    )
+    w = p.add_argument_group("CT window (ignored for 8-bit data)")
+    w.add_argument(
+        "--window-preset",
+        choices=sorted(WINDOW_PRESETS),
+        help="named window (default: the model's, see docs/windowing.md)",
+    )
+    w.add_argument("--window-level", type=float, help="window level in HU")
+    w.add_argument("--window-width", type=float, help="window width in HU")
+    w.add_argument(
+        "--normalize",
+        default="fixed",
+        choices=["fixed", "per-slice"],
+        help="fixed window mapping, or the paper's per-slice min-max",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch")
+
+
+def _config(args: argparse.Namespace):
+    from .runner import RunConfig
+
+    if args.window_preset and (args.window_level is not None or args.window_width is not None):
+        raise SamlungError("give either --window-preset or --window-level/--window-width, not both")
+    cfg = RunConfig(
+        model_id=args.model,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        strategy=args.strategy,
+        window_preset=args.window_preset,
+        window_level=args.window_level,
+        window_width=args.window_width,
+        normalization=args.normalize,
+        batch_size=args.batch_size,
+        precision=args.precision,
+    )
+    try:
+        cfg.window()
+    except ValueError as exc:
+        raise SamlungError(str(exc)) from None
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-samlung",
+        description="Segment lungs in chest CT and X-ray with Segment Anything models.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("evaluate", help="segment from ground-truth prompts and score (Table 1)")
+    ev.add_argument("images", type=Path, help="image file, image folder, or a dataset ROOT")
+    ev.add_argument("masks", type=Path, nargs="?", help="mask file or folder")
+    _add_model_options(ev)
+    ev.add_argument("--limit", type=int, help="only the first N cases")
+    ev.add_argument(
+        "--out",
+        type=Path,
+        help="folder for per_slice.csv, summary.json (and masks with --save-masks)",
+    )
+    ev.add_argument("--json", type=Path, help="write the summary as JSON here")
+    ev.add_argument("--save-masks", action="store_true", help="also write predicted masks to --out")
+    ev.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from --out/per_slice.csv"
+    )
+    ev.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    ev.add_argument("--workers", type=int, help="run cases on a local Dask cluster of N workers")
+    ev.add_argument("--scheduler", help="address of an existing dask.distributed scheduler")
+    ev.set_defaults(func=cmd_evaluate)
+
+    sg = sub.add_parser("segment", help="segment an image and write the mask")
+    sg.add_argument("image", type=Path)
+    src = sg.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--prompts-from",
+        type=Path,
+        metavar="MASK",
+        help="build prompts on every slice from this lung mask",
+    )
+    src.add_argument(
+        "--propagate-from",
+        type=Path,
+        metavar="PROMPTS.json",
+        help="propagate through the volume from a few prompted slices",
+    )
+    src.add_argument(
+        "--seed-from",
+        type=Path,
+        metavar="MASK",
+        help="propagate from the ground truth of one slice (--seed-slice)",
+    )
+    sg.add_argument("--seed-slice", type=int, help="slice index for --seed-from (default: middle)")
+    sg.add_argument("-o", "--output", type=Path, required=True, help="output mask file")
+    sg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _add_model_options(sg)
+    sg.set_defaults(func=cmd_segment)
+
+    dm = sub.add_parser("demo", help="the main job: segment a phantom (or your data) and score")
+    dm.add_argument("--headless", action="store_true", help="no window: run and print the summary")
+    dm.add_argument("--image", type=Path, help="your image instead of the phantom")
+    dm.add_argument("--labels", type=Path, help="lung labels for --image")
+    _add_model_options(dm)
+    dm.set_defaults(func=cmd_demo)
+    return parser
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="case",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty() and os.environ.get("SAMLUNG_PROGRESS") != "1",
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .core.metrics import summarize
+    from .evaluation import EvaluationRun
+    from .io import find_cases
+
+    cfg = _config(args)
+    cases, problems = find_cases(args.images, args.masks)
+    if args.limit is not None:
+        cases = cases[: args.limit]
+    run = EvaluationRun(
+        cfg,
+        out_dir=args.out,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        save_masks=args.save_masks,
+    )
+    t0 = time.perf_counter()
+    with _progress_bar(len(cases), "evaluating") as bar:
+        failures = run.run(
+            cases,
+            on_case_done=lambda name: bar.update(1),
+            workers=args.workers,
+            scheduler=args.scheduler,
+        )
+    problems += failures
+    summary = summarize(run.scores, run.skipped_empty)
+    seconds = time.perf_counter() - t0
+    print(
+        f"model {cfg.model_id}  strategy {cfg.resolved_strategy()}  window "
+        f"{cfg.window().describe()}"
+    )
+    print(summary.format_table())
+    payload = {
+        "model": cfg.model_id,
+        "strategy": cfg.resolved_strategy(),
+        "window": cfg.window().describe(),
+        **{k: v for k, v in summary.to_dict().items()},
+        "seconds": seconds,
+    }
+    if args.out is not None:
+        run.write_summary(payload)
+    if args.json is not None:
+        _write_json(args.json, payload, args.overwrite)
+    for problem in problems:
+        print(f"napari-samlung: skipped: {problem}", file=sys.stderr)
+    return EXIT_SKIPPED if problems else 0
+
+
+def _write_json(path: Path, payload: dict, overwrite: bool) -> None:
+    from .io.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload, indent=2, default=float) + "\n", overwrite)
+
+
+# --------------------------------------------------------------------------- segment
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .core.volume import segment_from_labels
+    from .io import read_image, read_mask, write_labels
+
+    cfg = _config(args)
+    if args.output.exists() and not args.overwrite:
+        raise SamlungError(f"{args.output} exists; pass --overwrite or choose another name")
+    image = read_image(args.image)
+    segmenter = cfg.make_segmenter()
+    if args.prompts_from is not None:
+        truth = read_mask(args.prompts_from, like=image)
+        result = segment_from_labels(
+            segmenter,
+            image.data,
+            truth,
+            window=cfg.window(),
+            strategy=cfg.resolved_strategy(),
+            batch_size=cfg.batch_size,
+            case=args.image.name,
+        )
+        labels = result.labels if image.data.ndim == 3 else result.labels[0]
+        if result.scores:
+            print(result.summary().format_table())
+    else:
+        from .core.propagation import propagate, seeds_from_json, seeds_from_labels
+
+        if args.propagate_from is not None:
+            seeds = seeds_from_json(args.propagate_from, image.data.shape)
+        else:
+            truth = read_mask(args.seed_from, like=image)
+            seeds = seeds_from_labels(truth, args.seed_slice)
+        prop = propagate(segmenter, image.data, seeds, window=cfg.window())
+        labels = prop.labels
+        print(
+            f"propagated over {prop.segmented_slices} slices "
+            f"(stopped: {', '.join(prop.stop_reasons) or 'volume ends'})"
+        )
+        if args.seed_from is not None:
+            from .core.metrics import score_slice, summarize
+
+            scores = [
+                s
+                for z in range(truth.shape[0])
+                if (s := score_slice(labels[z], truth[z], slice_index=z)) is not None
+            ]
+            print(summarize(scores).format_table())
+    path = write_labels(args.output, labels, like=image, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _has_display() -> bool:
+    if sys.platform != "linux":
+        return True
+    return bool(
+        os.environ.get("DISPLAY")
+        or os.environ.get("WAYLAND_DISPLAY")
+        or os.environ.get("QT_QPA_PLATFORM") in ("offscreen", "minimal")
+    )
+
+
+def _demo_data(args: argparse.Namespace):
+    from .io import read_image, read_mask
+    from .io.phantom import make_phantom
+
+    if args.image is None:
+        if args.labels is not None:
+            raise SamlungError("--labels needs --image")
+        return make_phantom()
+    image = read_image(args.image)
+    labels = read_mask(args.labels, like=image) if args.labels is not None else None
+    return image, labels
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.headless and not _has_display():
+        print(
+            "napari-samlung: no display found; running the demo headless "
+            "(use a desktop session to open napari)",
+            file=sys.stderr,
+        )
+        args.headless = True
+    image, labels = _demo_data(args)
+    cfg = _config(args)
+    if not args.headless:
+        from ._napari.launch import open_viewer
+
+        open_viewer(image, labels, cfg)
+        return 0
+    if labels is None:
+        raise SamlungError(
+            "--headless needs --labels to build prompts (or drop --image to use the phantom)"
+        )
+    from .core.volume import segment_from_labels
+    from .io import write_labels
+
+    segmenter = cfg.make_segmenter()
+    name = image.source_path.name if image.source_path else "phantom"
+    print(
+        f"segmenting {name} {tuple(image.data.shape)} with {cfg.model_id}, strategy "
+        f"{cfg.resolved_strategy()}, window {cfg.window().describe()}"
+    )
+    result = segment_from_labels(
+        segmenter,
+        image.data,
+        labels,
+        window=cfg.window(),
+        strategy=cfg.resolved_strategy(),
+        batch_size=cfg.batch_size,
+        case=name,
+    )
+    print(result.summary().format_table())
+    out_dir = Path(tempfile.mkdtemp(prefix="napari-samlung-demo-"))
+    out = out_dir / ("segmentation.nii.gz" if image.data.ndim == 3 else "segmentation.png")
+    pred = result.labels if image.data.ndim == 3 else result.labels[0]
+    write_labels(out, pred, like=image)
+    print(f"wrote {out} ({result.seconds:.1f} s)")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SamlungError as exc:
+        print(f"napari-samlung: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "napari-samlung: interrupted; completed cases are saved in --out, continue with "
+            "--resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Case-level runs shared by the console script, the Dask workers and the benchmarks.
+
+It joins ``io`` (reading cases) and ``core`` (segmenting and scoring); it
+knows nothing about napari or the command line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .core.engine import Segmenter
+from .core.metrics import SliceScore
+from .core.models import get_spec
+from .core.volume import segment_from_labels
+from .core.windowing import Window
+from .io import Case, ImageData, read_image, read_mask, read_montgomery_mask
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result (and its speed)."""
+
+    model_id: str = "lite_medsam"
+    checkpoint: str | None = None
+    device: str = "auto"
+    strategy: str | None = None  # None: the model's default
+    window_preset: str | None = None  # None (and no level/width): the model's default
+    window_level: float | None = None
+    window_width: float | None = None
+    normalization: str = "fixed"
+    batch_size: int = 4
+    precision: str = "auto"
+
+    def resolved_strategy(self) -> str:
+        return self.strategy or get_spec(self.model_id).default_strategy
+
+    def window(self) -> Window:
+        if self.window_level is not None or self.window_width is not None:
+            if self.window_level is None or self.window_width is None:
+                raise ValueError("give both --window-level and --window-width")
+            return Window(self.window_level, self.window_width, self.normalization)  # type: ignore[arg-type]
+        preset = self.window_preset or get_spec(self.model_id).default_window
+        return Window.preset(preset, self.normalization)  # type: ignore[arg-type]
+
+    def make_segmenter(self) -> Segmenter:
+        return Segmenter.from_registry(
+            self.model_id, self.checkpoint, self.device, precision=self.precision
+        )
+
+
+@dataclass
+class CaseResult:
+    name: str
+    scores: list[SliceScore]
+    skipped_empty: int
+    labels: np.ndarray
+    image: ImageData
+    seconds: float
+    error: str | None = None
+    image_path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def load_case(case: Case) -> tuple[ImageData, np.ndarray]:
+    """Read a case's image and its lung labels, placed identically."""
+    image = read_image(case.image_path)
+    if case.right_mask_path is not None:
+        labels = read_montgomery_mask(case.mask_path, case.right_mask_path)
+    else:
+        labels = read_mask(case.mask_path, like=image)
+    return image, labels
+
+
+def evaluate_case(
+    segmenter: Segmenter,
+    case: Case,
+    config: RunConfig,
+    progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> CaseResult:
+    """Segment one case from its ground truth and score every slice with lung."""
+    t0 = time.perf_counter()
+    image, truth = load_case(case)
+    result = segment_from_labels(
+        segmenter,
+        image.data,
+        truth,
+        window=config.window(),
+        strategy=config.resolved_strategy(),
+        batch_size=config.batch_size,
+        case=case.name,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    labels = result.labels if image.data.ndim == 3 else result.labels[0]
+    return CaseResult(
+        case.name,
+        result.scores,
+        result.skipped_empty,
+        labels,
+        image,
+        time.perf_counter() - t0,
+        image_path=Path(case.image_path),
+    )
+
+
+def output_name(case: Case, suffix: str | None = None) -> str:
+    """File name for a case's predicted mask, next to no user file."""
+    src = Path(case.image_path).name
+    for ext in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".npy"):
+        if src.lower().endswith(ext):
+            stem, ext_out = src[: -len(ext)], ext
+            break
+    else:  # pragma: no cover
+        stem, ext_out = Path(src).stem, ".nii.gz"
+    if ext_out in (".jpg", ".jpeg", ".npy"):
+        ext_out = ".png" if ext_out != ".npy" else ".nii.gz"
+    return f"{stem}_samlung{suffix or ext_out}"
