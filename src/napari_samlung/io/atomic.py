@@ -1,13 +1,14 @@
-"""Atomic file writes: a temporary file in the target folder, then a rename.
+"""Atomic file writes: a temporary file beside the target, then a rename.
 
 A crash never leaves a half-written file under the final name, and an
-existing file is only replaced when the caller says so.
+existing file is only replaced when the caller says so.  This is the one
+place the project writes files.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,27 +16,38 @@ from ..errors import InputFileError
 
 
 def check_writable(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to replace an existing file unless ``overwrite``."""
+    """Refuse a folder, a missing parent folder, or an existing file without ``overwrite``."""
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path} is a folder; choose a file name")
     if path.exists() and not overwrite:
         raise InputFileError(f"{path} exists; pass --overwrite (or choose another name)")
+    if not path.parent.is_dir():
+        raise InputFileError(f"{path}: folder {path.parent} does not exist; create it first")
     return path
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
+def atomic_write(
+    path: str | Path, write: Callable[[Path], object], overwrite: bool = False
+) -> Path:
+    """Run ``write(tmp)`` on a temporary file beside ``path``, then move it into place."""
     path = check_writable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    name = path.name.lower()
+    suffix = next(
+        (s for s in (".nii.gz", ".nii", ".png", ".csv", ".json") if name.endswith(s)), path.suffix
+    )
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
     try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputFileError(
+            f"{path}: cannot write ({exc.strerror or exc}); check the folder is writable "
+            "and has free space"
+        ) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
