@@ -144,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(sg)
     sg.set_defaults(func=cmd_segment)
 
+    cp = sub.add_parser("compare-paper", help="compare a per_slice.csv with the paper's results")
+    cp.add_argument("csv", type=Path, help="per_slice.csv written by evaluate --out")
+    cp.add_argument(
+        "paper",
+        type=Path,
+        help="the paper's per-slice CSV, or a folder of them (e.g. shared/data/paper_results)",
+    )
+    cp.add_argument("--threshold", type=float, default=0.05, help="Dice difference to list")
+    cp.set_defaults(func=cmd_compare_paper)
+
     dm = sub.add_parser("demo", help="the main job: segment a phantom (or your data) and score")
     dm.add_argument("--headless", action="store_true", help="no window: run and print the summary")
     dm.add_argument("--image", type=Path, help="your image instead of the phantom")
@@ -273,6 +283,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(summarize(scores).format_table())
     path = write_labels(args.output, labels, like=image, overwrite=args.overwrite)
     print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def cmd_compare_paper(args: argparse.Namespace) -> int:
+    from .paper import compare, format_comparison, read_our_results, read_paper_results
+
+    if not args.csv.is_file():
+        raise SamlungError(f"{args.csv} does not exist; run evaluate with --out first")
+    rows = compare(read_our_results(args.csv), read_paper_results(args.paper), args.threshold)
+    print(format_comparison(rows, args.threshold))
+    if not rows:
+        raise SamlungError(f"no case of {args.csv} is in {args.paper}; check the case names")
     return 0
 
 

