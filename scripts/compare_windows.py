@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{s.jaccard.mean:.4f} | {s.dice.min:.4f} | {per_case} |"
         )
     best = {}
-    for set_name, win_name, _, s, _ in rows:
+    for _set, win_name, _, s, _ in rows:
         best.setdefault(win_name, []).append(s.dice.mean)
     ranking = sorted(best.items(), key=lambda kv: -np.mean(kv[1]))
     lines += [
