@@ -293,10 +293,11 @@ def download(url: str, dest: Path, xxh128: str | None = None, progress=None) -> 
                         progress(done, total)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise WeightsUnavailableError(
-            f"could not download {url} ({reason}); the partial file {part} will be resumed "
-            "next time"
-        ) from None
+        partial = part.exists() and part.stat().st_size > 0
+        if part.exists() and not partial:
+            part.unlink()
+        resume = f"; the partial file {part} will be resumed next time" if partial else ""
+        raise WeightsUnavailableError(f"could not download {url} ({reason}){resume}") from None
     if xxh128 is not None:
         actual = file_xxh128(part)
         if actual != xxh128:

@@ -1,0 +1,199 @@
+"""Regenerate the README's Troubleshooting section from the real error messages.
+
+    python scripts/make_troubleshooting.py
+
+Each scenario below really runs the console script on a bad input made in a
+temporary folder and records the one line it prints on stderr; the section
+between the TROUBLESHOOTING markers in README.md is replaced with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+from napari_samlung.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- TROUBLESHOOTING:BEGIN -->", "<!-- TROUBLESHOOTING:END -->"
+
+
+def run(argv: list[str]) -> str:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main(argv)
+    lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("napari-samlung:")]
+    return f"{lines[-1] if lines else '(no message)'}  (exit {code})"
+
+
+def scenarios(tmp: Path) -> list[tuple[str, str, list[str]]]:
+    ct = np.full((8, 32, 32), -1000, np.int16)
+    nib.save(nib.Nifti1Image(ct, np.diag([1.0, 1.0, 1.0, 1.0])), tmp / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 30, 32), np.uint8), np.eye(4)), tmp / "small.nii.gz")
+    (tmp / "broken.nii.gz").write_bytes(gzip.compress(b"\x00" * 100)[:40])
+    (tmp / "text.png").write_text("this is not an image\n")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp / "xray.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp / "xray_mask.png")
+    (tmp / "truncated.pth").write_bytes(b"PK\x03\x04junk")
+    (tmp / "prompts.json").write_text(json.dumps({"slices": [{"slice": 99, "boxes_xyxy": []}]}))
+    (tmp / "out.nii.gz").write_bytes(b"existing")
+    return [
+        (
+            "A file is missing",
+            "check the path",
+            ["evaluate", str(tmp / "nope.nii.gz"), str(tmp / "nope_mask.nii.gz")],
+        ),
+        (
+            "A .nii.gz is truncated or corrupt",
+            "re-export or re-download the file",
+            ["evaluate", str(tmp / "broken.nii.gz"), str(tmp / "ct.nii.gz")],
+        ),
+        (
+            "A .png is not an image",
+            "check the file",
+            ["evaluate", str(tmp / "text.png"), str(tmp / "xray_mask.png")],
+        ),
+        (
+            "Image and mask shapes differ",
+            "use the mask made for this image",
+            ["evaluate", str(tmp / "ct.nii.gz"), str(tmp / "small.nii.gz")],
+        ),
+        (
+            "Unknown model",
+            "pick a listed model",
+            ["evaluate", str(tmp / "xray.png"), str(tmp / "xray_mask.png"), "--model", "vit_x"],
+        ),
+        (
+            "SAM weights not available offline",
+            "download the file elsewhere and pass --checkpoint",
+            [
+                "segment",
+                str(tmp / "xray.png"),
+                "--prompts-from",
+                str(tmp / "xray_mask.png"),
+                "-o",
+                str(tmp / "o.png"),
+                "--model",
+                "vit_b",
+            ],
+        ),
+        (
+            "A --checkpoint path is wrong",
+            "check the path",
+            [
+                "segment",
+                str(tmp / "xray.png"),
+                "--prompts-from",
+                str(tmp / "xray_mask.png"),
+                "-o",
+                str(tmp / "o.png"),
+                "--model",
+                "vit_b",
+                "--checkpoint",
+                str(tmp / "missing_vit_b.pth"),
+            ],
+        ),
+        (
+            "A checkpoint is truncated",
+            "download it again",
+            [
+                "segment",
+                str(tmp / "xray.png"),
+                "--prompts-from",
+                str(tmp / "xray_mask.png"),
+                "-o",
+                str(tmp / "o.png"),
+                "--model",
+                "vit_b",
+                "--checkpoint",
+                str(tmp / "truncated.pth"),
+            ],
+        ),
+        (
+            "CUDA requested without a GPU",
+            "use --device cpu",
+            [
+                "segment",
+                str(tmp / "xray.png"),
+                "--prompts-from",
+                str(tmp / "xray_mask.png"),
+                "-o",
+                str(tmp / "o.png"),
+                "--device",
+                "cuda",
+            ],
+        ),
+        (
+            "The output exists",
+            "pass --overwrite or choose another name",
+            [
+                "segment",
+                str(tmp / "ct.nii.gz"),
+                "--prompts-from",
+                str(tmp / "ct.nii.gz"),
+                "-o",
+                str(tmp / "out.nii.gz"),
+            ],
+        ),
+        (
+            "A prompts file names a slice outside the volume",
+            "fix the slice index",
+            [
+                "segment",
+                str(tmp / "ct.nii.gz"),
+                "--propagate-from",
+                str(tmp / "prompts.json"),
+                "-o",
+                str(tmp / "p.nii.gz"),
+            ],
+        ),
+    ]
+
+
+def main() -> int:
+    import torch
+
+    if torch.cuda.is_available():  # the CUDA scenario needs a machine without a GPU
+        print("run this on a machine without a GPU", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["SAMLUNG_CACHE_DIR"] = str(tmp / "cache")  # no cached weights: download
+        rows = [(what, fix, run(argv).replace(tmp_name, "…")) for what, fix, argv in scenarios(tmp)]
+    body = [
+        BEGIN,
+        "",
+        "Every error is one line on stderr with a non-zero exit status (2; 3 when "
+        "`evaluate` skipped cases; 130 when interrupted). These are the real messages, "
+        "regenerated by `python scripts/make_troubleshooting.py`:",
+        "",
+    ]
+    for what, fix, message in rows:
+        body += [f"- **{what}** ({fix}):", f"  `{message}`"]
+    body += ["", "The widget shows the same messages as napari notifications.", "", END]
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if BEGIN in text:
+        start, end = text.index(BEGIN), text.index(END) + len(END)
+        text = text[:start] + "\n".join(body) + text[end:]
+    else:
+        text = text.replace(
+            "## Troubleshooting\n", "## Troubleshooting\n\n" + "\n".join(body) + "\n"
+        )
+    readme.write_text(text)
+    print("\n".join(body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
