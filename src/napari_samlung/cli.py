@@ -182,8 +182,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .core.metrics import summarize
     from .evaluation import EvaluationRun
     from .io import find_cases
+    from .io.atomic import check_writable
 
     cfg = _config(args)
+    if args.json is not None:
+        check_writable(args.json, args.overwrite)  # refuse before any work, not after it
     cases, problems = find_cases(args.images, args.masks)
     if args.limit is not None:
         cases = cases[: args.limit]

@@ -44,6 +44,13 @@ class EvaluationRun:
         self.scores: list[SliceScore] = []
         self.skipped_empty = 0
         self.done: dict[str, dict] = {}
+        # what decides the scores; a resumed run must match it
+        self.settings = {
+            "model": config.model_id,
+            "checkpoint": config.checkpoint,
+            "strategy": config.resolved_strategy(),
+            "window": config.window().describe(),
+        }
         if self.out_dir is None:
             if resume:
                 raise SamlungError("--resume needs --out, the folder of the interrupted run")
@@ -54,7 +61,13 @@ class EvaluationRun:
         csv_path, state_path = self.out_dir / CSV_NAME, self.out_dir / STATE_NAME
         if resume:
             if state_path.exists():
-                self.done = json.loads(state_path.read_text())["cases"]
+                state = json.loads(state_path.read_text())
+                if state.get("settings", self.settings) != self.settings:
+                    raise SamlungError(
+                        f"{state_path}: the interrupted run used {state['settings']}; resume "
+                        "with the same model, strategy and window, or start a new --out folder"
+                    )
+                self.done = state["cases"]
             if csv_path.exists():
                 rows = [s for s in read_scores_csv(csv_path) if s.case in self.done]
                 self.scores.extend(rows)
@@ -133,7 +146,9 @@ class EvaluationRun:
         write_scores_csv(self.out_dir / CSV_NAME, res.scores, append=True)
         self.done[res.name] = {"skipped_empty": res.skipped_empty, "slices": len(res.scores)}
         atomic_write_text(
-            self.out_dir / STATE_NAME, json.dumps({"cases": self.done}, indent=1), overwrite=True
+            self.out_dir / STATE_NAME,
+            json.dumps({"settings": self.settings, "cases": self.done}, indent=1),
+            overwrite=True,
         )
 
     def write_summary(self, payload: dict) -> Path:

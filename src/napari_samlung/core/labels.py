@@ -62,7 +62,8 @@ def to_lung_labels(mask: np.ndarray, *, name: str = "mask") -> np.ndarray:
     - integer images whose values are within {0, 1, 2} and contain 2 are kept;
     - integer {0, 1} masks and non-label masks (float, 0/255, anti-aliased
       0..255 whose foreground is mostly at the maximum, interpolation ringing)
-      are binarised at half their maximum and split into lungs;
+      are binarised at half their nominal foreground level (see
+      :func:`nominal_foreground`) and split into lungs;
     - integer images with other label values (multi-organ segmentations) are
       refused: the caller must pick the lung labels.
     """
@@ -83,7 +84,7 @@ def to_lung_labels(mask: np.ndarray, *, name: str = "mask") -> np.ndarray:
             or np.count_nonzero(foreground == values.max()) >= 0.5 * foreground.size
         ):
             # 0/255 masks, and anti-aliased ones whose foreground is mostly at the maximum
-            return split_lungs(mask > values.max() / 2.0)
+            return split_lungs(mask > half_level(mask))
         raise ShapeMismatchError(
             f"{name}: label values {_short_list(values)} are not lung labels; expected 0 "
             "background, 1 left lung, 2 right lung, or a binary mask. Select the lung labels "
@@ -92,10 +93,30 @@ def to_lung_labels(mask: np.ndarray, *, name: str = "mask") -> np.ndarray:
     data = mask.astype(np.float32)
     if not np.isfinite(data).all():
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    if float(data.max()) <= 0:
+        return np.zeros(mask.shape, np.uint8)
+    return split_lungs(data > half_level(data))
+
+
+def half_level(mask: np.ndarray) -> float:
+    """Binarisation threshold: half the nominal foreground, rounded down on 0..255-like
+    scales (127 for 0/255 masks, as the data's README prescribes)."""
+    half = nominal_foreground(mask) / 2.0
+    return float(np.floor(half)) if half >= 1.0 else half
+
+
+def nominal_foreground(mask: np.ndarray) -> float:
+    """The foreground level of a non-label mask: the median of its clearly-on values.
+
+    Robust to interpolation ringing: a 0/255 mask resampled with overshoot to
+    ~340 still has its plateau at 255, so it is thresholded at 127.5, not at
+    half the overshoot.
+    """
+    data = np.asarray(mask, np.float32)
     peak = float(data.max())
     if peak <= 0:
-        return np.zeros(mask.shape, np.uint8)
-    return split_lungs(data > peak / 2.0)
+        return 0.0
+    return float(np.median(data[data > peak / 4.0]))
 
 
 def select_labels(mask: np.ndarray, lung_label_values: list[int]) -> np.ndarray:

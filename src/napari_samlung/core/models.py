@@ -14,6 +14,8 @@ and what prompts they accept.
 
 from __future__ import annotations
 
+import functools
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -132,13 +134,62 @@ def build_tiny_random_sam(checkpoint: Path | None = None) -> torch.nn.Module:
     from segment_anything.build_sam import _build_sam
 
     torch.manual_seed(0)
-    return _build_sam(
+    model = _build_sam(
         encoder_embed_dim=32,
         encoder_depth=2,
         encoder_num_heads=2,
         encoder_global_attn_indexes=[1],
-        checkpoint=None if checkpoint is None else str(checkpoint),
+        checkpoint=None,
     )
+    if checkpoint is not None:
+        _load_into(model, _load_state(checkpoint), checkpoint, "vit_tiny")
+    return model
+
+
+def build_micro_random_sam(checkpoint: Path | None = None) -> torch.nn.Module:
+    """An even smaller random SAM (256 px input, width 32) from segment_anything's own
+    modules: the same code paths as tiny_random at a tenth of the encoder time."""
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    torch.manual_seed(0)
+    dim, size, patch = 32, 256, 16
+    encoder = ImageEncoderViT(
+        depth=1,
+        embed_dim=32,
+        img_size=size,
+        mlp_ratio=2,
+        norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=2,
+        patch_size=patch,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=[0],
+        window_size=4,
+        out_chans=dim,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=dim,
+        image_embedding_size=(size // patch, size // patch),
+        input_image_size=(size, size),
+        mask_in_chans=4,
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
+        transformer_dim=dim,
+        iou_head_depth=2,
+        iou_head_hidden_dim=32,
+    )
+    model = Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder)
+    if checkpoint is not None:
+        _load_into(model, _load_state(checkpoint), checkpoint, "vit_micro")
+    return model
 
 
 def _import_medsam_lite():
@@ -223,6 +274,22 @@ register_model(
 )
 
 
+register_model(
+    ModelSpec(
+        id="micro_random",
+        description="micro random-weight SAM, 256 px (fast tests of plumbing only)",
+        arch="vit_micro",
+        input_size=256,
+        pixel_mean=SAM_PIXEL_MEAN,
+        pixel_std=SAM_PIXEL_STD,
+        accepts_points=True,
+        builder=build_micro_random_sam,
+        needs_checkpoint=False,
+        hidden=True,
+    )
+)
+
+
 def get_spec(model_id: str) -> ModelSpec:
     """Registry lookup with a helpful error."""
     try:
@@ -291,7 +358,9 @@ def download(url: str, dest: Path, xxh128: str | None = None, progress=None) -> 
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            if total is not None and done < total:
+                raise OSError(f"connection closed after {done} of {total} bytes")
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         partial = part.exists() and part.stat().st_size > 0
         if part.exists() and not partial:

@@ -104,6 +104,8 @@ def window_to_uint8(image: np.ndarray, window: Window) -> np.ndarray:
     if window.is_none:
         return _minmax_uint8(data)
     low, high = window.limits_hu  # type: ignore[misc]
+    if np.isnan(data).any():  # NaN voxels show as the window's low end; +-Inf clip
+        data = np.where(np.isnan(data), low, data)
     clipped = np.clip(data, low, high)
     if window.normalization == "fixed":
         scaled = (clipped - low) * (255.0 / (high - low))
