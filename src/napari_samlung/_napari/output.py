@@ -1,0 +1,147 @@
+"""Undoable writes into the output Labels layer, and who wrote which slice.
+
+Every write goes through the Labels layer's own undo history, so Ctrl-Z in
+napari undoes it:
+
+- one slice: :meth:`OutputWriter.write_slice` records one undo step through
+  ``Labels._save_history`` (the history ``Labels.data_setitem`` writes to);
+- a volume run: :meth:`OutputWriter.begin_group` ... :meth:`end_group` collects
+  every slice's change and commits them as a single undo step.
+
+The writer listens to the layer's ``paint`` event to learn which slices the
+user painted (fill, brush, eraser, polygon), so a volume run can leave them
+alone.  Writes of the plugin itself are not counted as user edits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class OutputWriter:
+    """Writes slices into one Labels layer and tracks plugin vs user edits."""
+
+    def __init__(self, layer, on_user_edit=None) -> None:
+        self.layer = layer
+        self.on_user_edit = on_user_edit
+        self.plugin_written: set[int] = set()
+        self.user_edited: set[int] = set()
+        self._writing = False
+        self._group: list | None = None
+        layer.events.paint.connect(self._on_paint)
+
+    def disconnect(self) -> None:
+        self.layer.events.paint.disconnect(self._on_paint)
+
+    @property
+    def is_2d(self) -> bool:
+        return self.layer.data.ndim == 2
+
+    def slice_view(self, slice_index: int) -> np.ndarray:
+        data = self.layer.data
+        return data if data.ndim == 2 else data[slice_index]
+
+    # ------------------------------------------------------------------ writes
+
+    def write_slice(self, slice_index: int, labels: np.ndarray) -> bool:
+        """Write ``labels`` into ``slice_index``; returns True when anything changed.
+
+        The undo record holds the bounding box of the change (before and after),
+        not per-pixel indices: a few MB even for a full-resolution X-ray.
+        """
+        current = np.asarray(self.slice_view(slice_index))
+        labels = np.asarray(labels).astype(self.layer.data.dtype, copy=False)
+        if labels.shape != current.shape:
+            raise ValueError(
+                f"labels of shape {labels.shape} do not fit slice shape {current.shape}"
+            )
+        self.plugin_written.add(int(slice_index))
+        self.user_edited.discard(int(slice_index))
+        diff = current != labels
+        rows = np.flatnonzero(diff.any(axis=1))
+        if rows.size == 0:
+            return False
+        cols = np.flatnonzero(diff.any(axis=0))
+        box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        key = box if self.is_2d else (int(slice_index), *box)
+        atom = (key, np.array(self.layer.data[key], copy=True), labels[box].copy())
+        self._writing = True
+        try:
+            self.layer.data[key] = atom[2]
+            if self._group is not None:
+                self._group.append(atom)
+            else:
+                self.layer._save_history(atom)  # one undo step (Ctrl-Z)
+            self.layer.refresh()
+        finally:
+            self._writing = False
+        return True
+
+    def clear_slice(self, slice_index: int) -> bool:
+        """Erase ``slice_index`` (undoable) and forget who wrote it."""
+        changed = self.write_slice(slice_index, np.zeros_like(self.slice_view(slice_index)))
+        self.plugin_written.discard(int(slice_index))
+        return changed
+
+    def begin_group(self) -> None:
+        """Start collecting writes into one undo step."""
+        self._group = []
+
+    def end_group(self) -> None:
+        """Commit the collected writes as one undo step (nothing when none changed)."""
+        atoms, self._group = self._group, None
+        if not atoms:
+            return
+        self.layer._redo_history.clear()
+        self._writing = True
+        try:
+            self.layer._append_to_undo_history(atoms)
+        finally:
+            self._writing = False
+
+    # ------------------------------------------------------------------ user edits
+
+    def _on_paint(self, event) -> None:
+        if self._writing:
+            return
+        slices = edited_slices(event.value, self.is_2d)
+        self.user_edited.update(slices)
+        if self.on_user_edit is not None and slices:
+            self.on_user_edit(slices)
+
+    def protected_slices(self) -> set[int]:
+        """Slices a volume run must not overwrite by default.
+
+        Those the user painted, and those that hold labels the plugin did not
+        write (an existing layer chosen as output).
+        """
+        data = self.layer.data
+        if data.ndim == 2:
+            foreign = {0} if (0 not in self.plugin_written and np.any(data)) else set()
+        else:
+            filled = np.flatnonzero(np.asarray(data).reshape(data.shape[0], -1).any(axis=1))
+            foreign = {int(z) for z in filled} - self.plugin_written
+        return foreign | self.user_edited
+
+
+def edited_slices(atoms, is_2d: bool) -> set[int]:
+    """Slice indices touched by a list of Labels history atoms."""
+    if is_2d:
+        return {0}
+    out: set[int] = set()
+    for atom in atoms or []:
+        key = getattr(atom, "slice_key", None)
+        if key is not None:  # _MaskedPaintAtom: a bounding box of slices
+            first = key[0]
+            if isinstance(first, slice):
+                start = first.start or 0
+                out.update(range(int(start), int(first.stop)))
+            else:
+                out.add(int(first))
+            continue
+        try:
+            indices = atom[0]
+            out.update(int(z) for z in np.unique(np.asarray(indices[0])))
+        except (TypeError, IndexError):  # pragma: no cover - unknown atom type
+            continue
+    return out

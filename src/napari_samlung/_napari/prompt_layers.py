@@ -1,0 +1,234 @@
+"""The prompt layers: a Points layer (positive/negative clicks) and a Shapes layer (boxes).
+
+Layer coordinates are napari's: ``(slice, row, col)`` for volumes and
+``(row, col)`` for 2D images, in the image's data coordinates (the prompt
+layers share the image layer's scale and translate).  The one conversion to
+SAM's ``(x, y)`` is :func:`napari_samlung.core.prompts.points_rc_to_xy`.
+
+No Qt here: these functions take and return napari layers and numpy arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..core.prompts import (
+    NEGATIVE,
+    POSITIVE,
+    Prompt,
+    box_xyxy_to_rc_corners,
+    points_rc_to_xy,
+    points_xy_to_rc,
+)
+
+#: Feature of the Points layer that holds the point's label.
+POSITIVE_FEATURE = "positive"
+POSITIVE_COLOR = "lime"
+NEGATIVE_COLOR = "red"
+BOX_COLOR = "yellow"
+
+
+@dataclass
+class SlicePrompts:
+    """The user's prompts on one slice, in (row, col) pixel coordinates."""
+
+    points_rc: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    positive: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    boxes_rc: list[np.ndarray] = field(default_factory=list)  # each [[r0, c0], [r1, c1]]
+
+    @property
+    def empty(self) -> bool:
+        return len(self.points_rc) == 0 and not self.boxes_rc
+
+    def signature(self) -> tuple:
+        """Hashable summary (rounded to 1/100 px) used to detect real changes."""
+        pts = tuple(
+            sorted(
+                (round(float(r), 2), round(float(c), 2), bool(p))
+                for (r, c), p in zip(self.points_rc, self.positive, strict=True)
+            )
+        )
+        boxes = tuple(sorted(tuple(np.round(b, 2).ravel().tolist()) for b in self.boxes_rc))
+        return (pts, boxes)
+
+    def to_prompts(self, accepts_points: bool = True) -> list[Prompt]:
+        """SAM prompts: one per box (with the points inside it), or one for the points alone.
+
+        Points outside every box join the nearest box.  For a box-only model
+        the points are dropped.
+        """
+        labels = np.where(self.positive, POSITIVE, NEGATIVE).astype(np.int64)
+        points_xy = points_rc_to_xy(self.points_rc)
+        if not accepts_points:
+            points_xy, labels = np.zeros((0, 2), np.float32), np.zeros((0,), np.int64)
+        if not self.boxes_rc:
+            if len(points_xy) == 0:
+                return []
+            return [Prompt(points_xy=points_xy, point_labels=labels)]
+        boxes_xyxy = [points_rc_to_xy(b).reshape(4) for b in self.boxes_rc]
+        owner = [_nearest_box(p, boxes_xyxy) for p in points_xy]
+        prompts = []
+        for i, box in enumerate(boxes_xyxy):
+            mine = np.array([o == i for o in owner], bool)
+            prompts.append(
+                Prompt(
+                    points_xy=points_xy[mine] if len(mine) else points_xy,
+                    point_labels=labels[mine] if len(mine) else labels,
+                    box_xyxy=box,
+                )
+            )
+        return prompts
+
+
+def _nearest_box(point_xy: np.ndarray, boxes_xyxy: list[np.ndarray]) -> int:
+    """Index of the box containing the point, else of the box whose centre is closest."""
+    x, y = float(point_xy[0]), float(point_xy[1])
+    for i, (x0, y0, x1, y1) in enumerate(boxes_xyxy):
+        if min(x0, x1) <= x <= max(x0, x1) and min(y0, y1) <= y <= max(y0, y1):
+            return i
+    centres = [((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0) for b in boxes_xyxy]
+    return int(np.argmin([(x - cx) ** 2 + (y - cy) ** 2 for cx, cy in centres]))
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def make_points_layer(name: str, ndim: int, scale, translate):
+    """An empty Points layer for prompts: green positive, red negative points."""
+    from napari.layers import Points
+
+    layer = Points(
+        np.zeros((0, ndim)),
+        ndim=ndim,
+        name=name,
+        scale=scale,
+        translate=translate,
+        features=pd.DataFrame({POSITIVE_FEATURE: pd.Series([], dtype=bool)}),
+        feature_defaults={POSITIVE_FEATURE: True},
+        face_color=POSITIVE_FEATURE,
+        face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
+        border_color="white",
+        size=8,
+        metadata={"samlung": {"role": "prompts"}},
+    )
+    return layer
+
+
+def make_shapes_layer(name: str, ndim: int, scale, translate):
+    """An empty Shapes layer for boxes (rectangles), drawn as outlines."""
+    from napari.layers import Shapes
+
+    return Shapes(
+        ndim=ndim,
+        name=name,
+        scale=scale,
+        translate=translate,
+        edge_color=BOX_COLOR,
+        face_color="transparent",
+        edge_width=2,
+        metadata={"samlung": {"role": "boxes"}},
+    )
+
+
+def positive_flags(points_layer) -> np.ndarray:
+    """The ``positive`` feature as a bool array (True where missing)."""
+    n = len(points_layer.data)
+    features = points_layer.features
+    if POSITIVE_FEATURE not in features or len(features) != n:
+        return np.ones(n, bool)
+    values = features[POSITIVE_FEATURE].to_numpy()
+    return np.array([True if v is None or v != v else bool(v) for v in values], bool)
+
+
+def on_slice(coords: np.ndarray, slice_index: int) -> np.ndarray:
+    """Mask of (n, 3) coordinates whose slice coordinate rounds to ``slice_index``."""
+    coords = np.asarray(coords, float)
+    if coords.ndim != 2 or coords.shape[1] < 3:
+        return np.ones(len(coords), bool)
+    return np.rint(coords[:, 0]).astype(int) == int(slice_index)
+
+
+def read_slice_prompts(points_layer, shapes_layer, slice_index: int) -> SlicePrompts:
+    """The points and rectangles of ``slice_index`` (all of them for 2D layers)."""
+    out = SlicePrompts()
+    if points_layer is not None and len(points_layer.data):
+        data = np.asarray(points_layer.data, float)
+        here = on_slice(data, slice_index)
+        out.points_rc = data[here][:, -2:].astype(np.float32)
+        out.positive = positive_flags(points_layer)[here]
+    if shapes_layer is not None and len(shapes_layer.data):
+        for verts, kind in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
+            if kind != "rectangle":
+                continue
+            verts = np.asarray(verts, float)
+            if not on_slice(verts[:1], slice_index)[0]:
+                continue
+            rc = verts[:, -2:]
+            out.boxes_rc.append(
+                np.array([rc.min(axis=0), rc.max(axis=0)], np.float32)  # [[r0, c0], [r1, c1]]
+            )
+    return out
+
+
+def _with_slice(rc: np.ndarray, slice_index: int, ndim: int) -> np.ndarray:
+    rc = np.asarray(rc, float).reshape(-1, 2)
+    if ndim == 2:
+        return rc
+    return np.column_stack([np.full(len(rc), float(slice_index)), rc])
+
+
+def rectangle_vertices(box_rc: np.ndarray, slice_index: int, ndim: int) -> np.ndarray:
+    """The four corners of a [[r0, c0], [r1, c1]] box as napari rectangle vertices."""
+    (r0, c0), (r1, c1) = np.asarray(box_rc, float)
+    corners = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]])
+    return _with_slice(corners, slice_index, ndim)
+
+
+def replace_slice_prompts(
+    points_layer, shapes_layer, slice_index: int, prompts: list[Prompt]
+) -> None:
+    """Show ``prompts`` as the only points and boxes of ``slice_index``.
+
+    Prompts on other slices stay as they are.
+    """
+    ndim = points_layer.ndim
+    keep = (
+        ~on_slice(points_layer.data, slice_index) if len(points_layer.data) else np.zeros(0, bool)
+    )
+    old_data = np.asarray(points_layer.data, float)[keep]
+    old_pos = positive_flags(points_layer)[keep]
+    new_rc = [points_xy_to_rc(p.points_xy) for p in prompts if p.has_points]
+    new_pos = [p.point_labels == POSITIVE for p in prompts if p.has_points]
+    rc = np.concatenate(new_rc) if new_rc else np.zeros((0, 2), np.float32)
+    pos = np.concatenate(new_pos) if new_pos else np.zeros(0, bool)
+    data = np.concatenate([old_data.reshape(-1, ndim), _with_slice(rc, slice_index, ndim)])
+    positive = np.concatenate([old_pos, pos]).astype(bool)
+    defaults = points_layer.feature_defaults.copy()  # what the next click adds
+    points_layer.data = data
+    points_layer.features = pd.DataFrame({POSITIVE_FEATURE: positive})
+    points_layer.feature_defaults = defaults
+    points_layer.refresh_colors(update_color_mapping=False)
+
+    remove = [
+        i
+        for i, verts in enumerate(shapes_layer.data)
+        if on_slice(np.asarray(verts)[:1], slice_index)[0]
+    ]
+    if remove:
+        shapes_layer.selected_data = set(remove)
+        shapes_layer.remove_selected()
+    boxes = [
+        rectangle_vertices(box_xyxy_to_rc_corners(p.box_xyxy), slice_index, shapes_layer.ndim)
+        for p in prompts
+        if p.box_xyxy is not None
+    ]
+    if boxes:
+        shapes_layer.add_rectangles(boxes, edge_color=BOX_COLOR, face_color="transparent")
+
+
+def clear_slice_prompts(points_layer, shapes_layer, slice_index: int) -> None:
+    """Remove every point and box of ``slice_index``."""
+    replace_slice_prompts(points_layer, shapes_layer, slice_index, [])

@@ -1,0 +1,165 @@
+"""npe2 reader: chest CT (NIfTI, .npy), X-rays (PNG/JPEG), lung masks, dataset folders.
+
+- An image becomes an Image layer placed in millimetres (``scale`` = voxel
+  spacing, ``translate`` from the affine); CT in Hounsfield units opens in
+  the lung window.
+- A mask (file name with ``mask``/``msk``/``seg``/``label``, or an integer
+  image with at most three values; see :func:`is_mask`) becomes a Labels
+  layer with the same placement, marked as ground truth for the widget.
+- A dataset folder (COVID-19-CT-Seg, Montgomery, or ``images/`` + ``masks/``)
+  opens its first case: the image and its mask.
+
+The reader never raises: ``get_reader`` reads the file up front and returns
+``None`` for anything it cannot read, so other readers get it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..io import (
+    ImageData,
+    find_cases,
+    is_mask_path,
+    looks_like_mask,
+    read_image,
+    read_mask,
+    read_montgomery_mask,
+)
+from ..io.images import has_mask_token, image_suffix, strip_suffix
+from .layer_utils import ct_contrast_limits, placement
+
+log = logging.getLogger(__name__)
+
+
+def get_reader(path):
+    """Return a reader function for ``path``, or ``None`` when we cannot read it."""
+    try:
+        layers = _read_any(path)
+    except Exception as exc:  # anything unreadable is someone else's file
+        log.debug("napari-samlung cannot read %s: %s", path, exc)
+        return None
+    if not layers:
+        return None
+
+    def reader(_path):
+        return layers
+
+    return reader
+
+
+def _read_any(path) -> list | None:
+    if isinstance(path, list | tuple):
+        if not path:
+            return None
+        out = []
+        for item in path:
+            layers = _read_any(item)
+            if layers is None:
+                return None
+            out.extend(layers)
+        return out
+    path = Path(path)
+    if path.is_dir():
+        return read_dataset_folder(path)
+    if image_suffix(path) is None:
+        return None
+    return read_file(path)
+
+
+def read_file(path: str | Path) -> list[tuple]:
+    """Layer data tuples for one image or mask file (raises on unreadable files)."""
+    path = Path(path)
+    image = read_image(path)
+    if is_mask(path, image.data):
+        try:
+            labels = read_mask(path)
+        except ValueError:
+            labels = None  # not lung labels (e.g. a multi-organ segmentation)
+        if labels is None and np.issubdtype(image.data.dtype, np.integer):
+            labels = image.data
+        if labels is not None:
+            return [labels_tuple(labels, image, strip_suffix(path.name))]
+    return [image_tuple(image, strip_suffix(path.name))]
+
+
+def is_mask(path: Path, data: np.ndarray) -> bool:
+    """Whether a file holds a mask: by its name, or by its values.
+
+    A mask word in the file name decides.  Integer data with at most three
+    values, none negative, is a mask.  A mask word only in the folder name
+    (``masks/``, ``Lung_Mask/``) counts for 8-bit or few-valued data, so a CT
+    in a folder that merely mentions masks still opens as an image.
+    """
+    if has_mask_token(strip_suffix(path.name)):
+        return True
+    data = np.asarray(data)
+    if data.size and looks_like_mask(data) and float(data.min()) >= 0:
+        return True
+    if is_mask_path(path):  # the folder name says mask
+        return data.dtype in (np.uint8, np.bool_) or len(np.unique(data.ravel()[:65536])) <= 16
+    return False
+
+
+def image_tuple(image: ImageData, name: str) -> tuple:
+    """An Image layer data tuple, in the lung window for CT in Hounsfield units."""
+    kwargs = {"name": name, "colormap": "gray", **placement(image, role="image")}
+    if image.modality == "ct":
+        limits = ct_contrast_limits(image.data)
+        if limits is not None:
+            kwargs["contrast_limits"] = limits
+    return (image.data, kwargs, "image")
+
+
+def labels_tuple(labels: np.ndarray, like: ImageData, name: str) -> tuple:
+    """A Labels layer data tuple placed like ``like``, marked as ground truth."""
+    kwargs = {"name": name, "opacity": 0.5, **placement(like, role="ground_truth")}
+    return (labels, kwargs, "labels")
+
+
+def is_dataset_folder(path: Path) -> bool:
+    """True for the folder layouts we open (not any folder of images)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    pairs = (
+        ("COVID-19-CT-Seg_20cases", "Lung_Mask"),
+        ("CXR_png", "ManualMask"),
+        ("images", "masks"),
+        ("images", "labels"),
+    )
+    return any((path / a).is_dir() and (path / b).is_dir() for a, b in pairs)
+
+
+def read_dataset_folder(path: Path) -> list[tuple] | None:
+    """The first case of a dataset folder: its image and, when present, its mask."""
+    if not is_dataset_folder(path):
+        return None
+    cases, _problems = find_cases(path)
+    case = cases[0]
+    image = read_image(case.image_path)
+    layers = [image_tuple(image, case.name)]
+    if case.mask_path is not None:
+        if case.right_mask_path is not None:
+            labels = read_montgomery_mask(case.mask_path, case.right_mask_path)
+        else:
+            labels = read_mask(case.mask_path, like=image)
+        layers.append(labels_tuple(labels, image, f"{case.name} ground truth"))
+    if len(cases) > 1:
+        _notify(
+            f"{path.name}: opened case {case.name}, the first of {len(cases)}; open other "
+            "cases by their image file"
+        )
+    return layers
+
+
+def _notify(message: str) -> None:
+    try:
+        from napari.utils.notifications import show_info
+
+        show_info(message)
+    except Exception:  # pragma: no cover - napari missing or no viewer
+        log.info(message)

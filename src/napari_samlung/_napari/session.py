@@ -1,0 +1,252 @@
+"""The widget's state and model logic, without Qt or napari.
+
+A :class:`LungSession` holds the image volume, the CT window, the segmenter
+(built lazily by a factory, so tests can hand in a tiny model) and the
+per-slice scores against the ground truth.  Every method that runs a model
+is safe to call from a worker thread; the widget decides which thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..core.engine import Segmenter
+from ..core.labels import to_lung_labels
+from ..core.metrics import SliceScore, Summary, score_slice, summarize, write_scores_csv
+from ..core.models import get_spec
+from ..core.prompts import Prompt, get_strategy, prompts_from_labels, validate_prompt
+from ..core.volume import SliceResult, iter_segment_from_labels
+from ..core.windowing import Window, is_prewindowed, to_rgb
+from ..errors import ShapeMismatchError
+
+#: ``factory(model_id, checkpoint, device) -> Segmenter``
+SegmenterFactory = Callable[[str, "str | None", str], Segmenter]
+
+
+def default_segmenter_factory(model_id: str, checkpoint: str | None, device: str) -> Segmenter:
+    """Build a registered model (weights are downloaded once where allowed)."""
+    return Segmenter.from_registry(model_id, checkpoint, device)
+
+
+class LungSession:
+    """Image, window, model and scores of one widget."""
+
+    def __init__(self, segmenter_factory: SegmenterFactory | None = None) -> None:
+        self.segmenter_factory = segmenter_factory or default_segmenter_factory
+        self.model_id = "lite_medsam"
+        self.checkpoint: str | None = None
+        self.device = "auto"
+        self.strategy = get_spec(self.model_id).default_strategy
+        self.window = Window.preset(get_spec(self.model_id).default_window)
+        self.volume = np.zeros((1, 1, 1), np.uint8)
+        self.is_2d = True
+        self.case = ""
+        self.truth: np.ndarray | None = None  # (slice, row, col) lung labels {0, 1, 2}
+        self.scores: dict[int, SliceScore] = {}
+        self.skipped_empty = 0
+        self._segmenter: Segmenter | None = None
+        self._model_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ image
+
+    def set_image(self, volume: np.ndarray, is_2d: bool, case: str = "") -> None:
+        """Use a new ``(slice, row, col)`` volume; scores start over."""
+        if volume.ndim != 3:
+            raise ShapeMismatchError(f"expected a (slice, row, col) volume, got {volume.shape}")
+        self.volume = volume
+        self.is_2d = is_2d
+        self.case = case
+        self.truth = None
+        self.reset_scores()
+
+    def set_truth(self, truth: np.ndarray | None) -> None:
+        """Use ``truth`` (same shape as the image) as ground truth, or none.
+
+        Binary and 0/255 masks are split into left/right lungs once, over the
+        whole volume.
+        """
+        if truth is None:
+            self.truth = None
+            return
+        truth = np.asarray(truth)
+        if truth.ndim == 2:
+            truth = truth[None]
+        if truth.shape != self.volume.shape:
+            raise ShapeMismatchError(
+                f"the ground truth has shape {truth.shape} but the image has shape "
+                f"{self.volume.shape}; choose the labels that belong to this image"
+            )
+        self.truth = truth_as_lungs(truth)
+
+    def truth_slice(self, slice_index: int) -> np.ndarray | None:
+        return None if self.truth is None else self.truth[slice_index]
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.volume.shape[0])
+
+    @property
+    def windowable(self) -> bool:
+        """False for 8-bit data (X-rays, pre-windowed CT), which is used as it is."""
+        return not is_prewindowed(self.volume)
+
+    def effective_window(self) -> Window:
+        return self.window if self.windowable else Window(None, None)
+
+    def rgb(self, slice_index: int) -> np.ndarray:
+        """The encoder input of one slice (windowed, 3 channels, uint8)."""
+        return to_rgb(np.asarray(self.volume[slice_index]), self.effective_window())
+
+    def clamp(self, slice_index: int) -> int:
+        return int(min(max(int(slice_index), 0), self.n_slices - 1))
+
+    # ------------------------------------------------------------------ model
+
+    def configure_model(self, model_id: str, checkpoint: str | None, device: str) -> bool:
+        """Choose the model; returns True when it differs (the old one is dropped)."""
+        checkpoint = checkpoint or None
+        changed = (model_id, checkpoint, device) != (self.model_id, self.checkpoint, self.device)
+        if changed:
+            get_spec(model_id)  # raises a clear error for unknown ids
+            self.model_id, self.checkpoint, self.device = model_id, checkpoint, device
+            with self._model_lock:
+                self._segmenter = None
+        return changed
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._segmenter is not None
+
+    def segmenter(self) -> Segmenter:
+        """The segmenter, built on first use (may take seconds; call from a worker)."""
+        with self._model_lock:
+            if self._segmenter is None:
+                self._segmenter = self.segmenter_factory(
+                    self.model_id, self.checkpoint, self.device
+                )
+            return self._segmenter
+
+    @property
+    def accepts_points(self) -> bool:
+        if self._segmenter is not None:
+            return self._segmenter.accepts_points
+        return get_spec(self.model_id).accepts_points
+
+    def is_embedded(self, slice_index: int) -> bool:
+        seg = self._segmenter
+        return seg is not None and seg.cached(self.rgb(slice_index))
+
+    def embed(self, slice_index: int) -> int:
+        """Embed one slice (cached); returns the slice index."""
+        self.segmenter().embed(self.rgb(slice_index))
+        return slice_index
+
+    def model_key(self) -> tuple:
+        """What a prediction depends on besides the prompts."""
+        return (self.model_id, self.checkpoint, self.device, self.effective_window().describe())
+
+    # ------------------------------------------------------------------ prompts
+
+    def check_prompts(self, slice_index: int, prompts: list[Prompt]) -> list[Prompt]:
+        """Validate user prompts against the slice and the model (raises PromptError)."""
+        shape = tuple(self.volume.shape[1:])
+        return [validate_prompt(p, shape, self.accepts_points) for p in prompts]
+
+    def segment(self, slice_index: int, prompts: list[Prompt], strategy=None) -> np.ndarray:
+        """Lung labels of one slice from prompts (validated already)."""
+        seg = self.segmenter()
+        strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
+        labels, _ = seg.segment_slice(
+            self.rgb(slice_index), prompts, strategy=strat, validate=False
+        )
+        return labels
+
+    def prompts_from_truth(self, slice_index: int) -> list[Prompt]:
+        """Prompts of the chosen strategy from the ground truth of one slice."""
+        if self.truth is None:
+            raise ShapeMismatchError("choose a ground-truth Labels layer first")
+        return prompts_from_labels(self.truth[slice_index], self.strategy, self.accepts_points)
+
+    def lung_slices(self) -> list[int]:
+        """Slices whose ground truth contains lung."""
+        if self.truth is None:
+            return []
+        flat = self.truth.reshape(self.truth.shape[0], -1)
+        return [int(z) for z in np.flatnonzero(flat.any(axis=1))]
+
+    def iter_volume(self, slices: list[int]) -> Iterator[SliceResult]:
+        """Segment ``slices`` from the ground truth, yielding each as it is done."""
+        if self.truth is None:
+            raise ShapeMismatchError("choose a ground-truth Labels layer first")
+        return iter_segment_from_labels(
+            self.segmenter(),
+            self.volume,
+            self.truth,
+            window=self.effective_window(),
+            strategy=self.strategy,
+            slices=slices,
+            case=self.case,
+        )
+
+    # ------------------------------------------------------------------ scores
+
+    def reset_scores(self) -> None:
+        self.scores.clear()
+        self.skipped_empty = 0
+
+    def score(self, slice_index: int, pred: np.ndarray) -> SliceScore | None:
+        """Score one predicted slice; ``None`` (and no entry) without lung in the truth."""
+        if self.truth is None:
+            return None
+        result = score_slice(pred, self.truth[slice_index], case=self.case, slice_index=slice_index)
+        if result is None:
+            self.scores.pop(int(slice_index), None)
+        else:
+            self.scores[int(slice_index)] = result
+        return result
+
+    def forget_score(self, slice_index: int) -> None:
+        self.scores.pop(int(slice_index), None)
+
+    def mean_scores(self) -> tuple[int, float, float]:
+        """(slices, mean Dice, mean Jaccard) over the slices scored so far."""
+        values = list(self.scores.values())
+        if not values:
+            return 0, math.nan, math.nan
+        return (
+            len(values),
+            float(np.mean([s.dice for s in values])),
+            float(np.mean([s.jaccard for s in values])),
+        )
+
+    def summary(self) -> Summary:
+        return summarize(self.sorted_scores(), self.skipped_empty)
+
+    def sorted_scores(self) -> list[SliceScore]:
+        return [self.scores[z] for z in sorted(self.scores)]
+
+    def export_scores(self, path: str | Path) -> Path:
+        write_scores_csv(path, self.sorted_scores())
+        return Path(path)
+
+
+def truth_as_lungs(truth: np.ndarray) -> np.ndarray:
+    """Ground truth as uint8 lung labels {0, 1, 2}.
+
+    Labels that already use 1 and 2 are kept (cheaply, without a full
+    ``np.unique``); binary and 0/255 masks are split into lungs.
+    """
+    truth = np.asarray(truth)
+    if (
+        np.issubdtype(truth.dtype, np.integer)
+        and truth.size
+        and int(truth.min()) >= 0
+        and int(truth.max()) == 2
+    ):
+        return truth.astype(np.uint8, copy=False)
+    return to_lung_labels(truth, name="the ground-truth layer")

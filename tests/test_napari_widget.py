@@ -1,0 +1,398 @@
+"""The dock widget on the phantom with a tiny random model (needs Qt and an X display)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_fixtures import (
+    LUNG_SLICES,
+    MID,
+    PHANTOM_SHAPE,
+    box_only_factory,
+    go_to_slice,
+    image_layer,
+    label_slices,
+    phantom_widget_fixture,
+    wait_idle,
+)
+from napari_samlung._napari.launch import build_viewer
+from napari_samlung._napari.workflow import BOX_ONLY_MESSAGE
+from napari_samlung.io.phantom import make_phantom
+from napari_samlung.runner import RunConfig
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def phantom_widget(make_napari_viewer, qtbot):
+    yield from phantom_widget_fixture(make_napari_viewer, qtbot)
+
+
+def _notifications(monkeypatch):
+    """Capture napari notifications shown by the workflow and widget modules."""
+    shown: list[tuple[str, str]] = []
+    for module in ("workflow", "widget"):
+        for kind in ("show_info", "show_warning", "show_error"):
+            monkeypatch.setattr(
+                f"napari_samlung._napari.{module}.{kind}",
+                lambda msg, kind=kind: shown.append((kind, str(msg))),
+            )
+    return shown
+
+
+def test_widget_sets_up_layers_with_image_placement(phantom_widget):
+    viewer, widget, _ = phantom_widget
+    image = image_layer(viewer)
+    wf = widget.workflow
+    assert widget.ground_truth.value.name == "phantom ground truth"
+    output = wf.writer.layer
+    assert output.name == "phantom lungs"
+    for layer in (wf.points_layer, wf.shapes_layer, output):
+        np.testing.assert_allclose(layer.scale, image.scale)
+        np.testing.assert_allclose(layer.translate, image.translate)
+    assert wf.points_layer.ndim == 3
+    assert "embedding" in widget.status.value or "ready" in widget.status.value
+
+
+def test_points_segment_current_slice_only_and_undo(phantom_widget, qtbot):
+    viewer, widget, _ = phantom_widget
+    wf = widget.workflow
+    go_to_slice(viewer, image_layer(viewer), MID)
+    wait_idle(qtbot, widget)
+    assert wf.current_slice() == MID
+    output = wf.writer.layer
+    before = output.data.copy()
+    truth = widget.ground_truth.value.data.copy()
+    image = image_layer(viewer).data.copy()
+
+    points = wf.points_layer
+    # a point on another slice must not be segmented, nor its slice touched
+    points.data = np.array([[MID, 32, 18], [MID, 32, 46], [1, 30, 30]], float)
+    points.features = pd.DataFrame({"positive": [True, True, False]})
+    wait_idle(qtbot, widget)
+
+    changed = [z for z in range(len(before)) if not np.array_equal(output.data[z], before[z])]
+    assert changed == [MID]
+    assert output.data[MID].any()
+    # ground truth and image untouched
+    np.testing.assert_array_equal(widget.ground_truth.value.data, truth)
+    np.testing.assert_array_equal(image_layer(viewer).data, image)
+    # the readout scores the slice against the ground truth
+    assert MID in widget.session.scores
+    assert f"slice {MID}: Dice" in widget.readout.value
+
+    output.undo()
+    np.testing.assert_array_equal(output.data, before)
+
+
+def test_same_prompts_do_not_segment_twice(phantom_widget, qtbot):
+    viewer, widget, recorder = phantom_widget
+    wf = widget.workflow
+    go_to_slice(viewer, image_layer(viewer), 3)
+    wait_idle(qtbot, widget)
+    wf.points_layer.data = np.array([[3, 32, 18]], float)
+    wait_idle(qtbot, widget)
+    undo_steps = len(wf.writer.layer._undo_history)
+    assert undo_steps == 1
+    wf.points_layer.data = np.array([[3, 32, 18]], float)  # same prompts again
+    wait_idle(qtbot, widget)
+    assert len(wf.writer.layer._undo_history) == undo_steps
+
+
+def test_box_prompt_segments_slice(phantom_widget, qtbot):
+    viewer, widget, _ = phantom_widget
+    wf = widget.workflow
+    go_to_slice(viewer, image_layer(viewer), MID)
+    wait_idle(qtbot, widget)
+    box = np.array([[MID, 10, 5], [MID, 10, 59], [MID, 54, 59], [MID, 54, 5]], float)
+    wf.shapes_layer.add_rectangles([box])
+    wait_idle(qtbot, widget)
+    assert wf.writer.layer.data[MID].any()
+    assert MID in wf.writer.plugin_written
+
+
+def test_changing_the_window_re_embeds(phantom_widget, qtbot):
+    viewer, widget, recorder = phantom_widget
+    calls = recorder.encoder_calls
+    assert calls >= 1
+    assert widget.window_preset.enabled  # int16 CT: windowing applies
+    widget.set_window(-600.0, 1500.0)
+    wait_idle(qtbot, widget)
+    assert recorder.encoder_calls > calls
+    assert tuple(image_layer(viewer).contrast_limits) == (-1350.0, 150.0)
+    assert widget.window_preset.value == "lung"
+    # the preset control drives level and width too
+    calls = recorder.encoder_calls
+    widget.window_preset.value = "mediastinum"
+    wait_idle(qtbot, widget)
+    assert (widget.window_level.value, widget.window_width.value) == (40.0, 400.0)
+    assert recorder.encoder_calls > calls
+
+
+def test_slice_change_embeds_in_background(phantom_widget, qtbot):
+    viewer, widget, recorder = phantom_widget
+    calls = recorder.encoder_calls
+    go_to_slice(viewer, image_layer(viewer), 1)
+    assert widget.status.value.startswith("embedding slice 1")
+    wait_idle(qtbot, widget)
+    assert recorder.encoder_calls == calls + 1
+    assert widget.status.value == "slice 1 ready"
+
+
+def test_segment_slice_from_truth_shows_editable_prompts(phantom_widget, qtbot):
+    viewer, widget, recorder = phantom_widget
+    wf = widget.workflow
+    go_to_slice(viewer, image_layer(viewer), MID)
+    wait_idle(qtbot, widget)
+    widget.strategy.value = "paper"
+    widget.segment_slice_button.clicked()
+    wait_idle(qtbot, widget)
+    # paper prompts: two positive points, one negative at the box centre, one box
+    positive = wf.points_layer.features["positive"].tolist()
+    assert sorted(positive) == [False, True, True]
+    assert np.all(np.asarray(wf.points_layer.data)[:, 0] == MID)
+    assert len(wf.shapes_layer.data) == 1
+    assert MID in widget.session.scores
+    undo_steps = len(wf.writer.layer._undo_history)
+    assert undo_steps == 1  # one segmentation, not a second one for the shown prompts
+    # editing the shown prompts segments again
+    data = np.asarray(wf.points_layer.data).copy()
+    data[0, 2] += 3
+    wf.points_layer.data = data
+    wait_idle(qtbot, widget)
+    assert len(wf.writer.layer._undo_history) == 2
+
+
+def test_volume_run_fills_lung_slices_and_reports(phantom_widget, qtbot):
+    viewer, widget, _ = phantom_widget
+    wf = widget.workflow
+    truth = widget.ground_truth.value.data
+    widget.segment_volume_button.clicked()
+    assert widget.cancel_button.enabled
+    wait_idle(qtbot, widget)
+    output = wf.writer.layer.data
+    assert label_slices(truth) == LUNG_SLICES
+    assert label_slices(output) == LUNG_SLICES
+    assert sorted(widget.session.scores) == LUNG_SLICES
+    text = widget.readout.value
+    assert f"volume: {len(LUNG_SLICES)} slices segmented" in text
+    assert "Dice" in text and "Jaccard" in text and "median" in text  # Table-1 summary
+    assert not widget.cancel_button.enabled
+    # the whole run is one undo step
+    wf.writer.layer.undo()
+    assert not wf.writer.layer.data.any()
+
+
+def test_volume_run_keeps_user_edits(phantom_widget, qtbot):
+    viewer, widget, _ = phantom_widget
+    output = widget.workflow.writer.layer
+    # the user paints on slice MID (through the layer's own paint tool)
+    output.brush_size = 5
+    output.paint((MID, 30, 30), 2)
+    painted = output.data[MID].copy()
+    assert widget.workflow.writer.user_edited == {MID}
+    widget.segment_volume_button.clicked()
+    wait_idle(qtbot, widget)
+    np.testing.assert_array_equal(output.data[MID], painted)
+    assert label_slices(output.data) == LUNG_SLICES
+
+
+def test_cancel_volume_keeps_finished_slices(phantom_widget, qtbot):
+    viewer, widget, _ = phantom_widget
+    widget.segment_volume_button.clicked()
+    widget.cancel_button.clicked()
+    wait_idle(qtbot, widget)
+    done = len(widget.session.scores)
+    assert done < len(LUNG_SLICES)
+    assert len(label_slices(widget.workflow.writer.layer.data)) == done
+    assert "cancelled" in widget.readout.value
+
+
+def test_clear_slice(phantom_widget, qtbot):
+    viewer, widget, _ = phantom_widget
+    wf = widget.workflow
+    go_to_slice(viewer, image_layer(viewer), MID)
+    wait_idle(qtbot, widget)
+    widget.segment_slice_button.clicked()
+    wait_idle(qtbot, widget)
+    assert wf.writer.layer.data[MID].any()
+    widget.clear_button.clicked()
+    wait_idle(qtbot, widget)
+    assert not wf.writer.layer.data[MID].any()
+    assert len(wf.points_layer.data) == 0 and len(wf.shapes_layer.data) == 0
+    # the next click still adds a positive point
+    assert bool(wf.points_layer.feature_defaults["positive"].iloc[0])
+    wf.writer.layer.undo()
+    assert wf.writer.layer.data[MID].any()
+
+
+def test_export_metrics_asks_before_overwriting(phantom_widget, qtbot, tmp_path, monkeypatch):
+    viewer, widget, _ = phantom_widget
+    go_to_slice(viewer, image_layer(viewer), MID)
+    wait_idle(qtbot, widget)
+    widget.segment_slice_button.clicked()
+    wait_idle(qtbot, widget)
+    target = tmp_path / "scores.csv"
+    cls = type(widget)
+    monkeypatch.setattr(cls, "_ask_save_path", lambda self: str(target))
+    assert widget.export_metrics() == target
+    with open(target, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["slice"]) for r in rows] == [MID]
+    target.write_text("keep me")
+    asked = []
+    monkeypatch.setattr(cls, "_confirm", lambda self, q: asked.append(q) or False)
+    assert widget.export_metrics() is None
+    assert asked and target.read_text() == "keep me"
+    monkeypatch.setattr(cls, "_confirm", lambda self, q: True)
+    assert widget.export_metrics() == target
+    assert target.read_text().startswith("case,slice")
+
+
+def test_box_only_model_refuses_points_gracefully(make_napari_viewer, qtbot, monkeypatch):
+    shown = _notifications(monkeypatch)
+    viewer = make_napari_viewer()
+    image, labels = make_phantom(PHANTOM_SHAPE)
+    viewer, widget = build_viewer(
+        image, labels, RunConfig(), viewer=viewer, segmenter_factory=box_only_factory
+    )
+    wait_idle(qtbot, widget)
+    wf = widget.workflow
+    assert not widget.session.accepts_points
+    go_to_slice(viewer, image_layer(viewer), MID)
+    wait_idle(qtbot, widget)
+    wf.points_layer.add([MID, 32, 18])
+    wait_idle(qtbot, widget)
+    assert ("show_info", BOX_ONLY_MESSAGE) in shown
+    assert not wf.writer.layer.data.any()  # nothing to segment without a box
+    box = np.array([[MID, 10, 5], [MID, 10, 59], [MID, 54, 59], [MID, 54, 5]], float)
+    wf.shapes_layer.add_rectangles([box])
+    wait_idle(qtbot, widget)
+    assert wf.writer.layer.data[MID].any()  # the box is used
+    assert not [s for s in shown if s[0] == "show_error"]
+    widget.close_workflow()
+
+
+def test_shift_click_adds_negative_point(phantom_widget):
+    viewer, widget, _ = phantom_widget
+    wf = widget.workflow
+    points = wf.points_layer
+    points.mode = "add"
+
+    class Click:
+        modifiers: tuple = ()
+
+    shift = Click()
+    shift.modifiers = ("Shift",)
+    wf._on_points_press(points, shift)
+    points.add([MID, 20, 20])
+    wf._on_points_press(points, Click())
+    points.add([MID, 30, 30])
+    widget.negative.value = True
+    wf._on_points_press(points, Click())
+    points.add([MID, 40, 40])
+    assert points.features["positive"].tolist() == [False, True, False]
+    colors = np.asarray(points.face_color)
+    assert colors[0][0] == 1.0 and colors[1][1] == 1.0  # red negative, green positive
+
+
+def test_errors_are_notifications(make_napari_viewer, qtbot, monkeypatch):
+    shown = _notifications(monkeypatch)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 3, 16, 16), np.int16), name="4d")
+
+    def no_weights(model_id, checkpoint, device):
+        from napari_samlung.errors import WeightsUnavailableError
+
+        raise WeightsUnavailableError("no weights for vit_b: pass --checkpoint PATH")
+
+    from napari_samlung._napari.widget import SamLungWidget
+
+    widget = SamLungWidget(viewer, segmenter_factory=no_weights)
+    assert any(kind == "show_error" and "4 dimensions" in msg for kind, msg in shown)
+    viewer.add_image(make_phantom(PHANTOM_SHAPE)[0].data, name="ct")
+    widget.image.value = viewer.layers["ct"]
+    wait_idle(qtbot, widget)
+    assert any("no weights" in msg for _, msg in shown)
+    assert "model not available" in widget.status.value
+    widget.close_workflow()
+
+
+def test_open_viewer_docks_the_widget(make_napari_viewer, monkeypatch):
+    """The main job's window (``napari-samlung demo``): image, ground truth, widget."""
+    import napari
+
+    from napari_samlung._napari import launch
+
+    viewer = make_napari_viewer()
+    ran = []
+    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)
+    monkeypatch.setattr(napari, "run", lambda: ran.append(True))
+    image, labels = make_phantom(PHANTOM_SHAPE)
+    launch.open_viewer(image, labels, RunConfig(model_id="lite_medsam"))
+    assert ran == [True]
+    assert launch.WIDGET_NAME in viewer.window.dock_widgets
+    widget = viewer.window.dock_widgets[launch.WIDGET_NAME]
+    widget = getattr(widget, "_magic_widget", widget)
+    assert [layer.name for layer in viewer.layers][:2] == ["phantom", "phantom ground truth"]
+    widget.workflow.tasks.quit_all()
+
+
+def test_deleted_prompt_layers_come_back(phantom_widget, qtbot):
+    viewer, widget, _ = phantom_widget
+    wf = widget.workflow
+    viewer.layers.remove(wf.points_layer)
+    viewer.layers.remove(wf.shapes_layer)
+    go_to_slice(viewer, image_layer(viewer), MID)
+    wait_idle(qtbot, widget)
+    widget.segment_slice_button.clicked()
+    wait_idle(qtbot, widget)
+    assert wf.points_layer in viewer.layers and wf.shapes_layer in viewer.layers
+    assert len(wf.shapes_layer.data) >= 1
+
+
+def test_model_choice_shows_checkpoint_and_rebuilds(phantom_widget, qtbot):
+    viewer, widget, recorder = phantom_widget
+    assert widget.checkpoint.native.isHidden()  # LiteMedSAM ships its weights
+    built = len(recorder.built)
+    widget.model.value = "vit_b"
+    wait_idle(qtbot, widget)
+    assert not widget.checkpoint.native.isHidden()
+    assert widget.strategy.value == "paper" and widget.window_preset.value == "paper"
+    assert widget.session.model_id == "vit_b"
+    assert len(recorder.built) == built + 1  # a new model, and the slice embedded again
+    assert recorder.built[-1].encoder_calls == 1
+    widget.device.value = "cpu"
+    wait_idle(qtbot, widget)
+    assert len(recorder.built) == built + 2
+
+
+def test_plugin_entry_points_in_napari(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """napari finds the reader, the widget and the samples through the manifest."""
+    from napari_samlung.io import write_image, write_labels
+
+    image, labels = make_phantom(PHANTOM_SHAPE)
+    image_path = write_image(tmp_path / "chest.nii.gz", image)
+    mask_path = write_labels(tmp_path / "chest_mask.nii.gz", labels, like=image)
+    viewer = make_napari_viewer()
+    [ct] = viewer.open(image_path, plugin="napari-samlung")
+    [gt] = viewer.open(mask_path, plugin="napari-samlung")
+    assert type(ct).__name__ == "Image" and type(gt).__name__ == "Labels"
+    np.testing.assert_allclose(ct.scale, gt.scale)
+    np.testing.assert_allclose(ct.translate, gt.translate)
+    assert tuple(ct.contrast_limits) == (-1350.0, 150.0)
+    monkeypatch.setattr(
+        "napari_samlung._napari.session.default_segmenter_factory",
+        lambda model_id, checkpoint, device: box_only_factory(),
+    )
+    _, widget = viewer.window.add_plugin_dock_widget("napari-samlung", "SAM lung segmentation")
+    widget = getattr(widget, "_magic_widget", widget)
+    assert widget.image.value is ct and widget.ground_truth.value is gt
+    wait_idle(qtbot, widget)
+    layers = viewer.open_sample("napari-samlung", "phantom")
+    assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
+    widget.close_workflow()
