@@ -30,13 +30,22 @@ from napari_samlung.runner import load_case
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def datasets(data: Path, limit: int | None) -> dict[str, list]:
+def datasets(data: Path, limit: int | None, stride: int) -> dict[str, list]:
     sets = {
         "Montgomery X-ray": find_cases(data / "montgomery")[0][:limit],
         "CT slices (COVID-19-CT-Seg)": find_cases(data / "covid19_ct_slices")[0],
         "ct_volumes_128": find_cases(data / "ct_volumes_128")[0],
     }
-    return {name: [(c.name, *load_case(c)) for c in cases] for name, cases in sets.items()}
+    out = {}
+    for name, cases in sets.items():
+        loaded = []
+        for c in cases:
+            image, labels = load_case(c)
+            if image.data.ndim == 3:
+                image.data, labels = image.data[::stride], labels[::stride]
+            loaded.append((c.name, image, labels))
+        out[name] = loaded
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data")
     parser.add_argument("--limit", type=int, help="only the first N Montgomery images")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "strategies.md")
+    parser.add_argument("--volume-stride", type=int, default=2, help="every Kth volume slice")
     args = parser.parse_args(argv)
     data = Path(args.data or os.environ.get("SAMLUNG_DATA") or ROOT.parent / "shared" / "data")
     spec = get_spec(args.model)
     seg = Segmenter.from_registry(args.model, device="cpu", cache_limit_mb=4096)
     window = Window.preset(spec.default_window)
-    sets = datasets(data, args.limit)
+    sets = datasets(data, args.limit, args.volume_stride)
     table = []
     for set_name, cases in sets.items():
         for strat in STRATEGIES.values():

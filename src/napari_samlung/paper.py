@@ -47,9 +47,9 @@ def read_paper_results(path: str | Path) -> dict[str, dict[int, float]]:
             for row in csv.DictReader(fh):
                 if row.get("dice", "") in ("", None):
                     continue
-                out.setdefault(canonical_case(row["image"]), {})[int(row["slice"])] = float(
-                    row["dice"]
-                )
+                # per-volume files have no image column: their folder names the volume
+                case = canonical_case(row.get("image") or f.parent.name)
+                out.setdefault(case, {})[int(row["slice"])] = float(row["dice"])
     return out
 
 
