@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -239,16 +240,28 @@ def _write_json(path: Path, payload: dict, overwrite: bool) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    from .core.prompts import validate_prompt
     from .core.volume import segment_from_labels
+    from .errors import PromptError
     from .io import read_image, read_mask, write_labels
+    from .io.atomic import check_writable
 
     cfg = _config(args)
+    inputs = [args.image, args.prompts_from, args.propagate_from, args.seed_from]
+    if any(p is not None and p.resolve() == args.output.resolve() for p in inputs):
+        raise SamlungError(f"{args.output} is one of the input files; choose another output name")
     if args.output.exists() and not args.overwrite:
         raise SamlungError(f"{args.output} exists; pass --overwrite or choose another name")
+    check_writable(args.output, args.overwrite)
     image = read_image(args.image)
     segmenter = cfg.make_segmenter()
     if args.prompts_from is not None:
         truth = read_mask(args.prompts_from, like=image)
+        if not truth.any():
+            raise PromptError(
+                f"{args.prompts_from}: the mask has no lung on any slice; nothing to build "
+                "prompts from"
+            )
         result = segment_from_labels(
             segmenter,
             image.data,
@@ -266,6 +279,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
         if args.propagate_from is not None:
             seeds = seeds_from_json(args.propagate_from, image.data.shape)
+            for seed in seeds:  # name the file and slice of a prompt that cannot work
+                try:
+                    for p in seed.prompts:
+                        validate_prompt(p, image.data.shape[-2:], segmenter.accepts_points)
+                except PromptError as exc:
+                    raise PromptError(
+                        f"{args.propagate_from}: slice {seed.slice_index}: {exc}"
+                    ) from None
         else:
             truth = read_mask(args.seed_from, like=image)
             seeds = seeds_from_labels(truth, args.seed_slice)
@@ -379,6 +400,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- main
 
 
+_ORIGINAL_SHOWWARNING = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings (e.g. "only the first volume is used") as one console line."""
+    if issubclass(category, UserWarning) and "napari_samlung" in str(filename):
+        print(f"napari-samlung: warning: {message}", file=sys.stderr)
+    else:
+        _ORIGINAL_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
@@ -389,13 +421,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"napari-samlung: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            "napari-samlung: interrupted; completed cases are saved in --out, continue with "
-            "--resume",
-            file=sys.stderr,
-        )
+        if args.command == "evaluate":
+            hint = "completed cases are saved in --out, continue with --resume"
+        else:
+            hint = "nothing was written"
+        print(f"napari-samlung: interrupted; {hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
+def console_main() -> int:
+    """The installed ``napari-samlung`` command: ``main`` with our warnings as one line each."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(console_main())

@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .core.metrics import SliceScore, read_scores_csv, write_scores_csv
-from .errors import SamlungError
+from .errors import InputFileError, SamlungError
 from .io import Case
-from .io.atomic import atomic_write_text
+from .io.atomic import atomic_write_text, check_writable
+from .io.images import NIFTI_SUFFIXES, RASTER_SUFFIXES, image_suffix
 from .runner import CaseResult, RunConfig, evaluate_case, output_name
 
 CSV_NAME = "per_slice.csv"
@@ -41,6 +42,7 @@ class EvaluationRun:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.save_masks = save_masks
         self.overwrite = overwrite
+        self.resume = resume
         self.scores: list[SliceScore] = []
         self.skipped_empty = 0
         self.done: dict[str, dict] = {}
@@ -57,7 +59,13 @@ class EvaluationRun:
             if save_masks:
                 raise SamlungError("--save-masks needs --out, the folder to write masks to")
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, read-only disk
+            raise InputFileError(
+                f"{self.out_dir}: cannot create the output folder ({exc.strerror or exc}); "
+                "give --out a folder path that can be created"
+            ) from None
         csv_path, state_path = self.out_dir / CSV_NAME, self.out_dir / STATE_NAME
         if resume:
             if state_path.exists():
@@ -93,11 +101,21 @@ class EvaluationRun:
         workers: int | None = None,
         scheduler: str | None = None,
     ) -> list[str]:
-        """Evaluate the cases not yet done; returns one problem line per failed case."""
-        todo = [c for c in cases if c.name not in self.done]
+        """Evaluate the cases not yet done; returns one problem line per failed case.
+
+        Cases without a mask (``find_cases`` reports them) have nothing to score and
+        are passed over.  A case whose mask has no lung on any slice is recorded (it
+        counts in ``skipped_empty``) and reported as a problem, since nothing of it
+        could be scored.
+        """
+        todo = [c for c in cases if c.name not in self.done and c.mask_path is not None]
         for c in cases:
-            if c.name in self.done and on_case_done is not None:
+            if (c.name in self.done or c.mask_path is None) and on_case_done is not None:
                 on_case_done(c.name)
+        if self.save_masks and self.out_dir is not None and not self._may_replace_masks:
+            for case in todo:  # refuse before any work, not after the first case
+                for target in _mask_targets(self.out_dir, case):
+                    check_writable(target, overwrite=False)
         if workers or scheduler:
             from .distributed import evaluate_distributed
 
@@ -108,6 +126,7 @@ class EvaluationRun:
                     problems.append(f"{res.name}: {res.error}")
                 else:
                     self.record(res)
+                    problems.extend(_nothing_scored(res))
                 if on_case_done is not None:
                     on_case_done(res.name)
             return problems
@@ -120,6 +139,7 @@ class EvaluationRun:
                 problems.append(f"{case.name}: {exc}")
             else:
                 self.record(res)
+                problems.extend(_nothing_scored(res))
             if on_case_done is not None:
                 on_case_done(case.name)
         return problems
@@ -141,7 +161,7 @@ class EvaluationRun:
                 self.out_dir / output_name(case, suffix),
                 res.labels,
                 like=image,
-                overwrite=self.overwrite,
+                overwrite=self._may_replace_masks,
             )
         write_scores_csv(self.out_dir / CSV_NAME, res.scores, append=True)
         self.done[res.name] = {"skipped_empty": res.skipped_empty, "slices": len(res.scores)}
@@ -151,6 +171,11 @@ class EvaluationRun:
             overwrite=True,
         )
 
+    @property
+    def _may_replace_masks(self) -> bool:
+        """--overwrite, or --resume: a case not recorded as done may have left its own mask."""
+        return self.overwrite or self.resume
+
     def write_summary(self, payload: dict) -> Path:
         assert self.out_dir is not None
         return atomic_write_text(
@@ -158,3 +183,26 @@ class EvaluationRun:
             json.dumps(payload, indent=2, default=float) + "\n",
             overwrite=True,
         )
+
+
+def _nothing_scored(res: CaseResult) -> list[str]:
+    """A problem line for a case whose mask has no lung anywhere (zero scored slices)."""
+    if res.scores:
+        return []
+    n = res.skipped_empty
+    return [
+        f"{res.name}: the mask has no lung on any of its {n} slice{'s' if n != 1 else ''}, "
+        "so nothing was scored; check that it is the lung mask of this image"
+    ]
+
+
+def _mask_targets(out_dir: Path, case: Case) -> list[Path]:
+    """The file(s) ``record`` may write a case's predicted mask to (.npy: 2D or 3D)."""
+    suffix = image_suffix(case.image_path)
+    if suffix in RASTER_SUFFIXES:
+        suffixes = [".png"]
+    elif suffix in NIFTI_SUFFIXES:
+        suffixes = [".nii.gz"]
+    else:
+        suffixes = [".png", ".nii.gz"]
+    return [out_dir / output_name(case, s) for s in suffixes]

@@ -87,8 +87,8 @@ def to_lung_labels(mask: np.ndarray, *, name: str = "mask") -> np.ndarray:
             return split_lungs(mask > half_level(mask))
         raise ShapeMismatchError(
             f"{name}: label values {_short_list(values)} are not lung labels; expected 0 "
-            "background, 1 left lung, 2 right lung, or a binary mask. Select the lung labels "
-            "first (e.g. with --lung-labels)."
+            "background, 1 left lung, 2 right lung, or a binary mask. Save only the lung labels "
+            "first, e.g. numpy.isin(mask, [L1, L2])."
         )
     data = mask.astype(np.float32)
     if not np.isfinite(data).all():

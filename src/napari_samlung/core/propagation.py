@@ -82,6 +82,9 @@ def seeds_from_labels(lung_labels: np.ndarray, slice_index: int | None = None) -
     return [Seed(slice_index, per_lung_prompts(truth[slice_index], accepts_points=True))]
 
 
+_PROMPTS_FORMAT = '{"slices": [{"slice": K, "boxes_xyxy": [[x0, y0, x1, y1]], ...}]}'
+
+
 def seeds_from_json(path: str | Path, shape: tuple[int, ...]) -> list[Seed]:
     """Read seeds from a small JSON file.
 
@@ -104,29 +107,42 @@ def seeds_from_json(path: str | Path, shape: tuple[int, ...]) -> list[Seed]:
             '{"slices": [{"slice": K, "boxes_xyxy": [[x0, y0, x1, y1]], ...}]}'
         ) from None
     n_slices = shape[0] if len(shape) == 3 else 1
+    if not isinstance(entries, list):
+        raise PromptError(f"{path}: 'slices' must be a list; expected {_PROMPTS_FORMAT}")
     seeds = []
-    for entry in entries:
-        z = int(entry.get("slice", 0))
-        if not 0 <= z < n_slices:
-            raise PromptError(f"{path}: slice {z} is outside the volume (0..{n_slices - 1})")
-        prompts: list[Prompt] = []
-        boxes = entry.get("boxes_xyxy", [])
-        box_labels = entry.get("box_labels", [None] * len(boxes))
-        points = points_rc_to_xy(np.asarray(entry.get("points_rc", []), np.float32))
-        point_labels = np.asarray(entry.get("point_labels", [POSITIVE] * len(points)))
-        for box, label in zip(boxes, box_labels, strict=True):
-            prompts.append(Prompt(box_xyxy=box, target_label=label))
-        if len(points):
-            if prompts and len(prompts) == 1:
-                prompts[0].points_xy, prompts[0].point_labels = points, point_labels
-            else:
-                prompts.append(Prompt(points_xy=points, point_labels=point_labels))
-        if not prompts:
-            raise PromptError(f"{path}: slice {z} has no boxes or points")
-        seeds.append(Seed(z, prompts))
+    for i, entry in enumerate(entries):
+        try:
+            seeds.append(_seed_from_entry(entry, n_slices, path))
+        except PromptError:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise PromptError(
+                f"{path}: slice entry {i} is malformed ({exc}); expected {_PROMPTS_FORMAT}"
+            ) from None
     if not seeds:
         raise PromptError(f"{path}: no prompted slices")
     return seeds
+
+
+def _seed_from_entry(entry: dict, n_slices: int, path: Path) -> Seed:
+    z = int(entry.get("slice", 0))
+    if not 0 <= z < n_slices:
+        raise PromptError(f"{path}: slice {z} is outside the volume (0..{n_slices - 1})")
+    prompts: list[Prompt] = []
+    boxes = entry.get("boxes_xyxy", [])
+    box_labels = entry.get("box_labels", [None] * len(boxes))
+    points = points_rc_to_xy(np.asarray(entry.get("points_rc", []), np.float32))
+    point_labels = np.asarray(entry.get("point_labels", [POSITIVE] * len(points)))
+    for box, label in zip(boxes, box_labels, strict=True):
+        prompts.append(Prompt(box_xyxy=box, target_label=label))
+    if len(points):
+        if prompts and len(prompts) == 1:
+            prompts[0].points_xy, prompts[0].point_labels = points, point_labels
+        else:
+            prompts.append(Prompt(points_xy=points, point_labels=point_labels))
+    if not prompts:
+        raise PromptError(f"{path}: slice {z} has no boxes or points")
+    return Seed(z, prompts)
 
 
 def next_prompts(labels_2d: np.ndarray, accepts_points: bool, margin_frac: float) -> list[Prompt]:

@@ -33,8 +33,12 @@ Intensity conventions
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
+import os
 import re
+import tokenize
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -146,7 +150,9 @@ def read_mask(path: str | Path, like: ImageData | None = None) -> np.ndarray:
     orientation code path).  Masks are normalised with
     :func:`~napari_samlung.core.labels.to_lung_labels`; PNG/JPEG masks with
     more than three grey values are taken as anti-aliased and thresholded at
-    half their maximum.
+    half their maximum, unless most of their foreground lies at intermediate
+    grey values: such a file is a multi-label image (e.g. labels 10..14), not a
+    lung mask, and is refused with :class:`~napari_samlung.errors.InputFileError`.
 
     With ``like``, the mask must have the image's shape, and when both are
     NIfTI, the same world grid; otherwise
@@ -162,6 +168,7 @@ def read_mask(path: str | Path, like: ImageData | None = None) -> np.ndarray:
     elif kind == "raster":
         raw, _ = _read_raster(path, as_mask=True)
         if len(np.unique(raw)) > 3:
+            _refuse_label_image(raw, path)
             raw = raw.astype(np.float32)  # anti-aliased: threshold at half max
     else:
         raw = _read_npy(path)
@@ -312,7 +319,35 @@ def _check_file(path: str | Path) -> Path:
         raise InputFileError(f"{path}: is a folder, not an image file; pass a file inside it")
     if path.stat().st_size == 0:
         raise InputFileError(f"{path}: file is empty (0 bytes); re-export or re-download it")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(
+            f"{path}: permission denied (the file cannot be read); check its permissions, "
+            "e.g. chmod u+r"
+        )
     return path
+
+
+def _refuse_label_image(raw: np.ndarray, path: Path) -> None:
+    """Refuse a raster mask whose foreground is mostly at intermediate grey values.
+
+    An anti-aliased (or JPEG-compressed) binary mask has its foreground near the
+    maximum and only its edges in between; a multi-label image (labels 10..14,
+    organs 1..5) has most of its foreground at values well below the maximum.
+    """
+    if not np.issubdtype(raw.dtype, np.integer):
+        return
+    top = float(raw.max())
+    foreground = raw > 0.1 * top
+    between = foreground & (raw < 0.9 * top)
+    if top <= 0 or np.count_nonzero(between) <= 0.5 * np.count_nonzero(foreground):
+        return
+    values = np.unique(raw)
+    shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+    raise InputFileError(
+        f"{path}: mask has {len(values)} grey values [{shown}] and most of it lies between "
+        "0 and the maximum, so it looks like a multi-label image, not a lung mask; save "
+        "only the lungs, as 0 background / 1 left lung / 2 right lung or a binary 0/255 mask"
+    )
 
 
 def _kind(path: Path) -> str:
@@ -364,6 +399,7 @@ _NIFTI_READ_ERRORS = (
     OSError,
     EOFError,
     ValueError,
+    OverflowError,  # e.g. a corrupt header whose sizes overflow numpy.memmap
     zlib.error,
     gzip.BadGzipFile,
     nib.filebasedimages.ImageFileError,
@@ -371,9 +407,36 @@ _NIFTI_READ_ERRORS = (
 )
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _nibabel_messages():
+    """Collect what nibabel's header checks log (it prints them on stderr by default)."""
+    logger = nib.imageglobals.logger
+    saved = list(logger.handlers)
+    collect = _Collect()
+    for handler in saved:
+        logger.removeHandler(handler)
+    logger.addHandler(collect)
+    try:
+        yield collect.messages
+    finally:
+        logger.removeHandler(collect)
+        for handler in saved:
+            logger.addHandler(handler)
+
+
 def _read_nifti(path: Path, warn_nonfinite: bool = True) -> ImageData:
     try:
-        img = nib.load(str(path))
+        with _nibabel_messages() as messages:
+            img = nib.load(str(path))
     except _NIFTI_READ_ERRORS as exc:
         raise InputFileError(
             f"{path}: not a readable NIfTI file ({_reason(exc)}); re-export or re-download it"
@@ -412,6 +475,13 @@ def _read_nifti(path: Path, warn_nonfinite: bool = True) -> ImageData:
             f"{path}: the header's affine is singular or not finite; fix the qform/sform "
             "in the header before loading"
         )
+    # what nibabel fixed while loading the header, now that the file is known to be usable
+    for message in dict.fromkeys(messages):  # once each, in order
+        warnings.warn(
+            f"{path}: header problem fixed on load: {message}; check the voxel spacing",
+            UserWarning,
+            stacklevel=3,
+        )
 
     try:
         dataobj = img.dataobj
@@ -434,6 +504,11 @@ def _read_nifti(path: Path, warn_nonfinite: bool = True) -> ImageData:
     data = _replace_nonfinite(data, path, warn=warn_nonfinite)
 
     source_ornt = nio.io_orientation(source_affine)
+    if np.isnan(source_ornt).any():  # an axis too short to be given a direction
+        raise InputFileError(
+            f"{path}: the header's affine has a (nearly) degenerate voxel axis, so the "
+            "orientation cannot be worked out; fix the qform/sform in the header before loading"
+        )
     transform = nio.ornt_transform(source_ornt, DISPLAY_ORNT)
     oriented = np.ascontiguousarray(nio.apply_orientation(data, transform))
     affine = source_affine @ nio.inv_ornt_aff(transform, data.shape)
@@ -513,7 +588,8 @@ def _read_raster(path: Path, as_mask: bool = False) -> tuple[np.ndarray, dict]:
 def _read_npy(path: Path) -> np.ndarray:
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:
+        # a corrupt header is parsed as a Python literal: it can fail in the tokenizer
         raise InputFileError(
             f"{path}: not a readable .npy array, or truncated ({_reason(exc)}); save it "
             "again with numpy.save as a plain numeric array"
