@@ -8,15 +8,21 @@ an OpenGL driver napari's canvas loads Mesa's LLVM, and importing triton
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import segment_anything  # noqa: F401  (see the module docstring)
 import torchvision  # noqa: F401  (see the module docstring)
 
 from napari_samlung.core.engine import Segmenter
 from napari_samlung.core.models import REGISTRY, get_spec, register_model
+from napari_samlung.core.propagation import PropagationSettings
 from napari_samlung.io.phantom import make_phantom
 from napari_samlung.runner import RunConfig
 
@@ -33,8 +39,8 @@ LUNG_SLICES = [1, 2, 3, 4, 5, 6]
 
 
 def tiny_factory(model_id=None, checkpoint=None, device=None) -> Segmenter:
-    """Segmenter factory for widget tests: the tiny random model, on the CPU."""
-    return Segmenter.from_registry("tiny_random", device="cpu", precision="fp32")
+    """Segmenter factory for widget tests: the micro random model (256 px), on the CPU."""
+    return Segmenter.from_registry("micro_random", device="cpu", precision="fp32")
 
 
 def box_only_factory(model_id=None, checkpoint=None, device=None) -> Segmenter:
@@ -42,7 +48,7 @@ def box_only_factory(model_id=None, checkpoint=None, device=None) -> Segmenter:
     if BOX_ONLY_ID not in REGISTRY:
         register_model(
             dataclasses.replace(
-                get_spec("tiny_random"), id=BOX_ONLY_ID, accepts_points=False, hidden=True
+                get_spec("micro_random"), id=BOX_ONLY_ID, accepts_points=False, hidden=True
             )
         )
     return Segmenter.from_registry(BOX_ONLY_ID, device="cpu", precision="fp32")
@@ -70,6 +76,12 @@ def wait_idle(qtbot, widget, timeout: int = WAIT_MS) -> None:
     qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
 
+def fast_debounce(widget, ms: int = 10) -> None:
+    """Shorten the widget's debounce timers: the tests wait for them after every edit."""
+    widget.workflow._timer.setInterval(ms)
+    widget._window_timer.setInterval(ms)
+
+
 def go_to_slice(viewer, layer, slice_index: int) -> None:
     """Move the viewer to ``slice_index`` of ``layer`` (in world coordinates)."""
     world = layer.data_to_world([slice_index, 0, 0])
@@ -89,6 +101,7 @@ def phantom_widget_fixture(make_napari_viewer, qtbot):
     viewer, widget = build_viewer(
         image, labels, RunConfig(model_id="lite_medsam"), viewer=viewer, segmenter_factory=recorder
     )
+    fast_debounce(widget)
     wait_idle(qtbot, widget)
     yield viewer, widget, recorder
     wait_idle(qtbot, widget)
@@ -104,3 +117,79 @@ def image_layer(viewer):
 def label_slices(data: np.ndarray) -> list[int]:
     flat = np.asarray(data).reshape(data.shape[0], -1)
     return [int(z) for z in np.flatnonzero(flat.any(axis=1))]
+
+
+#: Propagation settings that never stop early: the random test models score low.
+PERMISSIVE = PropagationSettings(min_area_px=1, min_score=-math.inf, max_area_change=1e9)
+
+
+@contextmanager
+def capture_notifications():
+    """Collect ``(severity, message)`` of every napari notification shown meanwhile."""
+    from napari.utils.notifications import notification_manager
+
+    shown: list[tuple[str, str]] = []
+
+    def record(notification) -> None:
+        shown.append((str(notification.severity), str(notification.message)))
+
+    notification_manager.notification_ready.connect(record)
+    try:
+        yield shown
+    finally:
+        notification_manager.notification_ready.disconnect(record)
+
+
+def messages(shown, severity: str | None = None) -> str:
+    """All captured messages (of one severity) as one text, for ``in`` checks."""
+    return "\n".join(m for s, m in shown if severity is None or s == severity)
+
+
+def checksum(layer) -> str:
+    """Hash of a layer's data bytes, shape and dtype."""
+    data = np.ascontiguousarray(np.asarray(layer.data))
+    digest = hashlib.sha256(data.tobytes())
+    digest.update(repr((data.shape, data.dtype.str)).encode())
+    return digest.hexdigest()
+
+
+class Gate:
+    """Holds a segmenter's predictions after the first ``free`` ones until ``open()``.
+
+    Makes "in the middle of a run" deterministic: the worker waits inside its
+    next prediction while the test acts on the viewer.
+    """
+
+    def __init__(self, segmenter: Segmenter, free: int = 1) -> None:
+        self._event = threading.Event()
+        self._free = free
+        self.calls = 0
+        original = segmenter.predict
+
+        def predict(*args, **kwargs):
+            self.calls += 1
+            if self.calls > self._free:
+                self._event.wait(WAIT_MS / 1000)
+            return original(*args, **kwargs)
+
+        segmenter.predict = predict
+
+    def open(self) -> None:
+        self._event.set()
+
+
+def add_points(layer, slice_index: int, rows_cols, positive=None) -> None:
+    """Add points on one slice of a 3D Points layer (all positive unless told)."""
+    rows_cols = np.asarray(rows_cols, float).reshape(-1, 2)
+    positive = [True] * len(rows_cols) if positive is None else list(positive)
+    old = np.asarray(layer.data, float).reshape(-1, layer.ndim)
+    old_pos = layer.features["positive"].tolist() if len(old) else []
+    new = np.column_stack([np.full(len(rows_cols), float(slice_index)), rows_cols])
+    layer.data = np.concatenate([old, new])
+    layer.features = pd.DataFrame({"positive": [bool(p) for p in old_pos + positive]})
+
+
+def box_vertices(slice_index: int, r0: float, c0: float, r1: float, c1: float) -> np.ndarray:
+    """A napari rectangle on one slice of a 3D Shapes layer."""
+    z = float(slice_index)
+    return np.array([[z, r0, c0], [z, r0, c1], [z, r1, c1], [z, r1, c0]], float)

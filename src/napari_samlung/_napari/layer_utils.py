@@ -101,7 +101,7 @@ def ct_contrast_limits(data: np.ndarray) -> tuple[float, float] | None:
 def volume_from_image_layer(layer) -> tuple[np.ndarray, bool]:
     """``(volume, is_2d)`` for an Image layer: ``(slice, row, col)`` voxels.
 
-    RGB(A) layers are converted to grey (uint8).  Raises
+    RGB(A) layers are converted to grey (uint8; float RGB in 0..1 is scaled to 0..255).  Raises
     :class:`~napari_samlung.errors.SamlungError` with what to do for
     multiscale, 4D+ or 1D data.
     """
@@ -113,6 +113,8 @@ def volume_from_image_layer(layer) -> tuple[np.ndarray, bool]:
     data = layer.data
     if getattr(layer, "rgb", False):
         rgb = np.asarray(data)[..., :3].astype(np.float32)
+        if np.issubdtype(np.asarray(data).dtype, np.floating) and rgb.size and rgb.max() <= 1.0:
+            rgb = rgb * 255.0  # napari's float RGB convention: 0..1
         data = np.clip(np.rint(rgb @ _LUMA), 0, 255).astype(np.uint8)
     else:
         data = np.asarray(data)

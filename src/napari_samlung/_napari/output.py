@@ -26,6 +26,8 @@ class OutputWriter:
         self.on_user_edit = on_user_edit
         self.plugin_written: set[int] = set()
         self.user_edited: set[int] = set()
+        #: Slices whose labels come from a propagation (cleared when it no longer reaches them).
+        self.propagated: set[int] = set()
         self._writing = False
         self._group: list | None = None
         layer.events.paint.connect(self._on_paint)
@@ -43,8 +45,10 @@ class OutputWriter:
 
     # ------------------------------------------------------------------ writes
 
-    def write_slice(self, slice_index: int, labels: np.ndarray) -> bool:
+    def write_slice(self, slice_index: int, labels: np.ndarray, propagated: bool = False) -> bool:
         """Write ``labels`` into ``slice_index``; returns True when anything changed.
+
+        ``propagated`` marks labels that come from a propagation run.
 
         The undo record holds the bounding box of the change (before and after),
         not per-pixel indices: a few MB even for a full-resolution X-ray.
@@ -57,6 +61,10 @@ class OutputWriter:
             )
         self.plugin_written.add(int(slice_index))
         self.user_edited.discard(int(slice_index))
+        if propagated:
+            self.propagated.add(int(slice_index))
+        else:
+            self.propagated.discard(int(slice_index))
         diff = current != labels
         rows = np.flatnonzero(diff.any(axis=1))
         if rows.size == 0:
@@ -106,6 +114,7 @@ class OutputWriter:
             return
         slices = edited_slices(event.value, self.is_2d)
         self.user_edited.update(slices)
+        self.propagated.difference_update(slices)
         if self.on_user_edit is not None and slices:
             self.on_user_edit(slices)
 

@@ -29,6 +29,7 @@ POSITIVE_FEATURE = "positive"
 POSITIVE_COLOR = "lime"
 NEGATIVE_COLOR = "red"
 BOX_COLOR = "yellow"
+BOX_ONLY_MESSAGE = "this model uses boxes only; draw a box (Shapes layer, rectangle tool)"
 
 
 @dataclass

@@ -60,6 +60,7 @@ class SamLungWidget(Container):
         self.session = LungSession(segmenter_factory)
         self.workflow = Workflow(viewer, self.session, self._set_status, self._update_readout)
         self.workflow.make_output = self._make_output
+        self.workflow.on_running = self._set_running
         self._updating = False
         self._closed = False
         self._build()
@@ -87,7 +88,12 @@ class SamLungWidget(Container):
         self.window_width = FloatSpinBox(label="width (HU)", min=1, max=6000, step=10)
         self.strategy = ComboBox(label="prompts from GT", choices=list(STRATEGIES))
         self.negative = CheckBox(text="negative point (or Shift+click)")
-        self.overwrite_edited = CheckBox(text="volume run overwrites slices I edited")
+        self.overwrite_edited = CheckBox(text="overwrite slices I edited (volume, propagate)")
+        self.propagate_button = PushButton(text="Propagate from my prompts")
+        self.propagate_button.tooltip = (
+            "segment the volume from the slices with points or boxes (no ground truth "
+            "needed); prompt another slice and propagate again to correct"
+        )
         self.segment_slice_button = PushButton(text="Segment slice from ground truth")
         self.segment_volume_button = PushButton(text="Segment volume from ground truth")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -115,10 +121,11 @@ class SamLungWidget(Container):
                 ),
                 self.negative,
                 Container(
-                    widgets=[self.segment_slice_button, self.clear_button],
+                    widgets=[self.propagate_button, self.clear_button],
                     layout="horizontal",
                     labels=False,
                 ),
+                self.segment_slice_button,
                 Container(
                     widgets=[self.segment_volume_button, self.cancel_button],
                     layout="horizontal",
@@ -159,7 +166,10 @@ class SamLungWidget(Container):
         self.negative.changed.connect(self.workflow.set_negative_default)
         self.segment_slice_button.changed.connect(self.workflow.segment_slice_from_truth)
         self.segment_volume_button.changed.connect(self._on_segment_volume)
-        self.cancel_button.changed.connect(self.workflow.cancel_volume)
+        self.propagate_button.changed.connect(
+            lambda: self.workflow.propagate(self.overwrite_edited.value)
+        )
+        self.cancel_button.changed.connect(self.workflow.cancel_run)
         self.clear_button.changed.connect(self.workflow.clear_slice)
         self.export_button.changed.connect(lambda: self.export_metrics())
 
@@ -212,6 +222,8 @@ class SamLungWidget(Container):
             self.workflow.set_image_layers(None, None, None)
             self._set_status(str(exc))
             return
+        if getattr(layer, "rgb", False):
+            show_info(f"{layer.name!r} is an RGB image: its grey values are segmented")
         self.session.set_image(volume, is_2d, case=layer.name)
         self._setup_window_controls()
         points, shapes = self._prompt_layers(layer)
@@ -465,14 +477,16 @@ class SamLungWidget(Container):
 
     def _on_segment_volume(self, value=None) -> None:
         self.workflow.segment_volume_from_truth(self.overwrite_edited.value)
-        if self.workflow.volume_running:
-            self._set_running(True)
-            worker = self.workflow._volume_worker
-            worker.finished.connect(lambda: self._set_running(False))
 
     def _set_running(self, running: bool) -> None:
+        """A volume run or a propagation started (True) or ended."""
         self.cancel_button.enabled = running
-        for button in (self.segment_volume_button, self.segment_slice_button, self.clear_button):
+        for button in (
+            self.segment_volume_button,
+            self.segment_slice_button,
+            self.propagate_button,
+            self.clear_button,
+        ):
             button.enabled = not running
 
     def export_metrics(self, path: str | Path | None = None) -> Path | None:

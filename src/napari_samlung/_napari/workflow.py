@@ -5,7 +5,9 @@ the output Labels layer, the ground truth) to a Qt-free
 :class:`~napari_samlung._napari.session.LungSession`.  It runs every model
 call in a thread_worker, debounces prompt edits, writes results through an
 :class:`~napari_samlung._napari.output.OutputWriter` (undoable) and reports
-through two callbacks: ``on_status(text)`` and ``on_scores()``.
+through callbacks: ``on_status(text)``, ``on_scores()`` and ``on_running(bool)``
+(a volume run or a propagation started or ended).  Propagation lives in
+:mod:`napari_samlung._napari.propagation`.
 
 Threading rule: layers are only touched on the main thread (in the callbacks
 of the workers); the workers only touch the session.
@@ -24,18 +26,20 @@ from qtpy.QtCore import QTimer
 from ..errors import PromptError, SamlungError
 from .output import OutputWriter
 from .prompt_layers import (
+    BOX_ONLY_MESSAGE,
     POSITIVE_FEATURE,
     SlicePrompts,
     clear_slice_prompts,
     read_slice_prompts,
     replace_slice_prompts,
 )
+from .propagation import PropagationMixin
 from .session import LungSession
 from .workers import Tasks
 
 #: Quiet time after the last prompt edit before the slice is segmented.
 PROMPT_DEBOUNCE_MS = 150
-BOX_ONLY_MESSAGE = "this model uses boxes only; draw a box (Shapes layer, rectangle tool)"
+__all__ = ["BOX_ONLY_MESSAGE", "Workflow", "notify_error"]
 _SETTLED = {"added", "removed", "changed"}
 
 
@@ -49,7 +53,11 @@ def notify_error(error: BaseException) -> None:
         show_error(f"{type(error).__name__}: {error}")
 
 
-class Workflow:
+def _ignore(*args) -> None:
+    pass
+
+
+class Workflow(PropagationMixin):
     """Segmentation workflow for the layers of one image."""
 
     def __init__(
@@ -63,6 +71,7 @@ class Workflow:
         self.session = session
         self.on_status = on_status
         self.on_scores = on_scores
+        self.on_running: Callable[[bool], None] = _ignore
         #: Called (main thread) to create the output layer when there is none.
         self.make_output: Callable[[], object] | None = None
         self.tasks = Tasks()
@@ -81,10 +90,15 @@ class Workflow:
         self._embedding = False
         self._embed_again = False
         self._model_failed = False
-        self._volume_worker = None
+        # one long run at a time: a volume run or a propagation
+        self._run_worker = None
+        self._run_cancel: Callable[[], None] = _ignore
+        self._run_writer: OutputWriter | None = None
+        self._run_token = -1
         self._progress = None
-        self._volume_total = 0
-        self._volume_done = 0
+        self._run_total = 0
+        self._run_done = 0
+        self._prop: dict | None = None  # the propagation in progress
         self.negative_default = False
         self._token = 0  # changes whenever the image or output changes
         self._timer = QTimer()
@@ -103,11 +117,17 @@ class Workflow:
         return self.tasks.busy or self._timer.isActive()
 
     @property
-    def volume_running(self) -> bool:
-        return self._volume_worker is not None
+    def running(self) -> bool:
+        """True while a volume run or a propagation runs."""
+        return self._run_worker is not None
+
+    volume_running = running
 
     def close(self) -> None:
+        """Stop the workers; from now on nothing reaches the (closing) widget."""
+        self.on_status = self.on_scores = self.on_running = _ignore
         self._timer.stop()
+        self._run_cancel()
         self.tasks.quit_all()
         self.viewer.dims.events.current_step.disconnect(self._on_step)
         self.viewer.dims.events.ndisplay.disconnect(self._on_step)
@@ -150,7 +170,11 @@ class Workflow:
         self.set_output(None)
 
     def set_output(self, layer) -> None:
-        """Write into this Labels layer (None: made by ``make_output`` when first needed)."""
+        """Write into this Labels layer (None: made by ``make_output`` when first needed).
+
+        A run in progress is stopped: its results belong to the old output.
+        """
+        self._run_cancel()
         if self.writer is not None:
             self.writer.disconnect()
             self.writer = None
@@ -289,9 +313,14 @@ class Workflow:
             return
         here = read_slice_prompts(self.points_layer, self.shapes_layer, z)
         sig = self._signature(here)
-        if self._last_sig.get(z) == sig:
+        previous = self._last_sig.get(z)
+        if previous == sig:
             return
         self._last_sig[z] = sig
+        if previous is not None and previous[0] == sig[0] and z in self.writer.user_edited:
+            # only the model or the window changed: the user's paint stays
+            self.on_status(f"slice {z} kept as you edited it; change its prompts to redo it")
+            return
         n_points = len(here.points_rc)
         if n_points > self._points_seen.get(z, 0) and not self.session.accepts_points:
             show_info(BOX_ONLY_MESSAGE)
@@ -341,7 +370,10 @@ class Workflow:
         self._last_sig.pop(z, None)  # allow a retry with the same prompts
         if not isinstance(error, PromptError):
             self._model_failed = not self.session.model_loaded
-        self.on_status(f"slice {z} not segmented")
+        failed = self._model_failed and not self.session.model_loaded
+        self.on_status(
+            "model not available: see the notification" if failed else f"slice {z} not segmented"
+        )
         notify_error(error)
 
     def _on_segment_done(self) -> None:
@@ -392,7 +424,8 @@ class Workflow:
 
     def segment_volume_from_truth(self, overwrite_edited: bool = False) -> None:
         """Segment every slice with lung in a worker; slices the user edited are kept."""
-        if self.volume_running:
+        if self.running:
+            show_info("a run is in progress; wait for it or press Cancel")
             return
         if self.output() is None:
             show_warning("choose an image first")
@@ -414,18 +447,47 @@ class Workflow:
             return
         self.session.skipped_empty = self.session.n_slices - len(lung)
         self.summary_text = ""
-        self._volume_total = len(todo)
-        self._volume_done = 0
-        self._progress = progress(total=len(todo), desc="napari-samlung: segmenting volume")
-        self.writer.begin_group()
         self.on_status(f"segmenting {len(todo)} slices…")
-        self._volume_worker = self.tasks.start(
+        self._start_run(
             self._volume_job,
             todo,
+            total=len(todo),
+            desc="napari-samlung: segmenting volume",
             on_yield=partial(self._on_volume_slice, self._token),
-            on_error=notify_error,
             on_done=self._on_volume_done,
         )
+
+    def _start_run(
+        self, fn, *args, total, desc, on_yield=None, on_result=None, on_done, cancel=None
+    ) -> None:
+        """Start a long run (volume or propagation): one undo step, a progress bar."""
+        self._run_total, self._run_done = total, 0
+        self._run_writer, self._run_token = self.writer, self._token
+        self._progress = progress(total=total, desc=desc)
+        self.writer.begin_group()
+        worker = self.tasks.start(
+            fn,
+            *args,
+            on_yield=on_yield,
+            on_result=on_result,
+            on_error=notify_error,
+            on_done=on_done,
+        )
+        self._run_worker = worker
+        self._run_cancel = cancel or worker.quit
+        self.on_running(True)
+
+    def _finish_run(self) -> None:
+        """Commit the run's writes as one undo step; close the progress bar."""
+        self._run_worker = None
+        self._run_cancel = _ignore
+        writer, self._run_writer = self._run_writer, None
+        if writer is not None:
+            writer.end_group()
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self.on_running(False)
 
     def _volume_job(self, todo: list[int]):
         yield from self.session.iter_volume(todo)
@@ -436,29 +498,25 @@ class Workflow:
         self.writer.write_slice(result.slice_index, result.labels)
         if result.metrics is not None:
             self.session.scores[result.slice_index] = result.metrics
-        self._volume_done += 1
-        self.on_status(
-            f"segmented slice {result.slice_index} ({self._volume_done}/{self._volume_total})"
-        )
+        self._run_done += 1
+        self.on_status(f"segmented slice {result.slice_index} ({self._run_done}/{self._run_total})")
         self.on_scores()
         # Last: napari's progress bar processes Qt events, so the next slices (and the
         # end of the run) may be handled inside this call.
         if self._progress is not None:
             self._progress.update(1)
 
-    def cancel_volume(self) -> None:
-        if self._volume_worker is not None:
-            self.on_status("cancelling after the current slices…")
-            self._volume_worker.quit()
+    def cancel_run(self) -> None:
+        """Stop the volume run or propagation after the slice being segmented."""
+        if self._run_worker is not None:
+            self.on_status("cancelling after the current slice…")
+            self._run_cancel()
+
+    cancel_volume = cancel_run
 
     def _on_volume_done(self) -> None:
-        self._volume_worker = None
-        if self.writer is not None:
-            self.writer.end_group()
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        done, total = self._volume_done, self._volume_total
+        self._finish_run()
+        done, total = self._run_done, self._run_total
         head = (
             f"volume: {done} slices segmented"
             if done == total
