@@ -29,22 +29,37 @@ def _worker_segmenter(config: RunConfig):
         return seg
 
 
+def _failed(case: Case, error: str) -> CaseResult:
+    import numpy as np
+
+    return CaseResult(
+        case.name,
+        [],
+        0,
+        np.zeros((0,), np.uint8),
+        None,  # type: ignore[arg-type]
+        0.0,
+        error=error,
+        image_path=case.image_path,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SamlungError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_case_on_worker(case: Case, config: RunConfig) -> CaseResult:
-    """Task body: evaluate one case; errors are returned, not raised."""
+    """Task body: evaluate one case; errors are returned, not raised.
+
+    Any exception (not only a :class:`SamlungError`) becomes the case's error,
+    so one bad case never fails the others' results on the client.
+    """
     try:
         res = evaluate_case(_worker_segmenter(config), case, config)
-    except SamlungError as exc:
-        import numpy as np
-
-        return CaseResult(
-            case.name,
-            [],
-            0,
-            np.zeros((0,), np.uint8),
-            None,
-            0.0,  # type: ignore[arg-type]
-            error=str(exc),
-        )
+    except Exception as exc:  # noqa: BLE001 - reported per case
+        return _failed(case, _describe(exc))
     res.image = None  # type: ignore[assignment]  # do not ship the image volume back
     return res
 
@@ -81,11 +96,17 @@ def evaluate_distributed(
         )
         client = Client(cluster)
     try:
-        futures = [
-            client.submit(run_case_on_worker, c, config, key=f"case-{i}-{c.name}", pure=False)
+        futures = {
+            client.submit(run_case_on_worker, c, config, key=f"case-{i}-{c.name}", pure=False): c
             for i, c in enumerate(cases)
-        ]
-        return [f.result() for f in as_completed(futures)]
+        }
+        results = []
+        for future in as_completed(list(futures)):
+            try:
+                results.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - a lost worker, an unpicklable result
+                results.append(_failed(futures[future], _describe(exc)))
+        return results
     finally:
         client.close()
         if cluster is not None:

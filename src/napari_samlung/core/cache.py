@@ -1,0 +1,301 @@
+"""An on-disk cache of image embeddings, shared between runs and processes.
+
+Identity
+    An entry is found by the :class:`~napari_samlung.core.engine.Segmenter`'s
+    ``cache_key``: the model id, a fingerprint of the model's weights, the
+    encoder precision, and a 128-bit hash of the *exact* encoder input (the
+    windowed uint8 RGB slice, with its shape).  Window level, width and
+    normalisation all change that input, so a different window can never hit
+    another window's embedding; the same pixels reached by two different
+    windows (e.g. already 8-bit data) share one entry, which is correct,
+    because the encoder sees the same input.  An optional free-text ``tag``
+    (the window's description, say) is stored in the header for inspection
+    (:meth:`DiskCache.entries`); it is not part of the identity.
+
+Format (version 1), one file per embedding, named by a hash of the key::
+
+    b"SAMLEMB\\0"  8 bytes magic
+    uint32 LE      header length H
+    H bytes        JSON header: version, key, tag, shape, dtype,
+                   input_size_rc, original_size_rc, payload_bytes,
+                   payload_xxh128 (checksum of the payload)
+    payload        the features, C-contiguous, in ``dtype``
+
+Files are written to a temporary name in the same folder and renamed into
+place (``os.replace``), so a reader never sees a half-written file.  A file
+that is truncated, corrupt, of another version or for another key is
+deleted on read and reported as a miss, so the caller recomputes it.
+
+Size is bounded by ``limit_mb``: after each write the least recently used
+files (by modification time, which a hit refreshes) are deleted until the
+folder fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MAGIC = b"SAMLEMB\0"
+FORMAT_VERSION = 1
+SUFFIX = ".emb"
+_LEN = struct.Struct("<I")
+_MAX_HEADER = 1 << 16
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_cache_root() -> Path:
+    """``core.models.cache_dir() / "embeddings"`` (``$SAMLUNG_CACHE_DIR`` moves it)."""
+    from .models import cache_dir
+
+    return cache_dir() / "embeddings"
+
+
+def _xxh128(data) -> str:
+    import xxhash
+
+    return xxhash.xxh3_128(data).hexdigest()
+
+
+class DiskCache:
+    """Embeddings on disk, keyed by the segmenter's cache key.
+
+    Parameters
+    ----------
+    root : path, optional
+        Folder of the cache files; created on first write.  Default
+        :func:`default_cache_root`.
+    limit_mb : float
+        Largest total size of the folder's cache files, in MiB; least recently
+        used files are evicted beyond it.  ``0`` disables writing.
+    """
+
+    def __init__(self, root: str | Path | None = None, limit_mb: float = 2048.0) -> None:
+        if limit_mb < 0:
+            raise ValueError(f"limit_mb must be >= 0, got {limit_mb!r}")
+        self.root = Path(root).expanduser() if root is not None else default_cache_root()
+        self.limit_bytes = int(limit_mb * 2**20)
+        self.hits = 0
+        self.misses = 0
+        self.corrupt = 0  # files found damaged and deleted
+        self.writes = 0
+        self.evictions = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DiskCache(root={str(self.root)!r}, limit_mb={self.limit_bytes / 2**20:g})"
+
+    # ------------------------------------------------------------------ paths
+
+    def path_for(self, key: str) -> Path:
+        """The file that holds ``key`` (a hash of it: keys may hold any characters)."""
+        return self.root / f"{_xxh128(key.encode())}{SUFFIX}"
+
+    def files(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return [Path(e.path) for e in os.scandir(self.root) if e.name.endswith(SUFFIX)]
+
+    def size_bytes(self) -> int:
+        total = 0
+        for path in self.files():
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
+
+    def __len__(self) -> int:
+        return len(self.files())
+
+    def clear(self) -> None:
+        """Delete every cache file (and stray temporary files) in ``root``."""
+        if not self.root.is_dir():
+            return
+        for entry in os.scandir(self.root):
+            if entry.name.endswith(SUFFIX) or entry.name.startswith(".tmp-"):
+                _unlink(Path(entry.path))
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, key: str) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]] | None:
+        """``(features float32 (1, C, h, w), input_size_rc, original_size_rc)`` or ``None``.
+
+        A damaged file is deleted and ``None`` returned, so the caller
+        recomputes the embedding (and writes a good file).
+        """
+        path = self.path_for(key)
+        try:
+            with open(path, "rb") as fh:
+                blob = fh.read()
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except OSError:
+            self.misses += 1
+            return None
+        parsed = _parse(blob, key)
+        if parsed is None:
+            self.corrupt += 1
+            self.misses += 1
+            _unlink(path)
+            return None
+        header, payload = parsed
+        with contextlib.suppress(OSError):
+            os.utime(path)  # LRU: a hit makes the file recent
+        dtype = _DTYPES[header["dtype"]]
+        feats = torch.frombuffer(bytearray(payload), dtype=dtype).reshape(header["shape"])
+        self.hits += 1
+        return (
+            feats.to(torch.float32),
+            tuple(header["input_size_rc"]),
+            tuple(header["original_size_rc"]),
+        )
+
+    def header(self, key: str) -> dict | None:
+        """The stored header of ``key`` (``None`` when absent or damaged); deletes nothing."""
+        try:
+            blob = self.path_for(key).read_bytes()
+        except OSError:
+            return None
+        parsed = _parse(blob, key)
+        return None if parsed is None else parsed[0]
+
+    def entries(self) -> list[dict]:
+        """Headers of all readable entries (key, tag, shape, dtype, sizes)."""
+        out = []
+        for path in self.files():
+            try:
+                blob = path.read_bytes()
+            except OSError:
+                continue
+            parsed = _parse(blob, None)
+            if parsed is not None:
+                out.append(parsed[0])
+        return out
+
+    # ------------------------------------------------------------------ writing
+
+    def put(self, key: str, embedding, tag: str | None = None) -> Path | None:
+        """Store an :class:`~napari_samlung.core.engine.Embedding` (or anything with
+        ``features``, ``input_size_rc`` and ``original_size_rc``).
+
+        Features are stored as bfloat16 when that is exact (embeddings computed
+        under bf16 autocast), else as float32.  Returns the file, or ``None``
+        when nothing was written (limit 0, entry larger than the limit, or the
+        folder is not writable: the cache is an optimisation and never fails a run).
+        """
+        feats = embedding.features.detach().to("cpu").contiguous()
+        if feats.dtype != torch.float32:
+            feats = feats.to(torch.float32)
+        small = feats.to(torch.bfloat16)
+        if torch.equal(small.to(torch.float32), feats):
+            feats = small
+        raw = feats.view(torch.uint8).numpy() if feats.numel() else np.zeros(0, np.uint8)
+        payload = memoryview(np.ascontiguousarray(raw)).cast("B")
+        header = {
+            "version": FORMAT_VERSION,
+            "key": key,
+            "tag": tag,
+            "shape": list(feats.shape),
+            "dtype": str(feats.dtype).removeprefix("torch."),
+            "input_size_rc": [int(v) for v in embedding.input_size_rc],
+            "original_size_rc": [int(v) for v in embedding.original_size_rc],
+            "payload_bytes": payload.nbytes,
+            "payload_xxh128": _xxh128(payload),
+        }
+        head = json.dumps(header, separators=(",", ":")).encode()
+        total = len(MAGIC) + _LEN.size + len(head) + payload.nbytes
+        if self.limit_bytes == 0 or total > self.limit_bytes:
+            return None
+        path = self.path_for(key)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX + ".part", dir=self.root)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(MAGIC)
+                    fh.write(_LEN.pack(len(head)))
+                    fh.write(head)
+                    fh.write(payload)
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink(Path(tmp))
+                raise
+        except OSError:
+            return None
+        self.writes += 1
+        self.evict(keep=path)
+        return path
+
+    def evict(self, keep: Path | None = None) -> int:
+        """Delete least recently used files until the folder fits the limit.
+
+        Returns the number of files deleted.  ``keep`` (the file just written)
+        goes last.
+        """
+        with self._lock:
+            stats = []
+            total = 0
+            for path in self.files():
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                total += st.st_size
+                stats.append((path == keep, st.st_mtime_ns, path, st.st_size))
+            if total <= self.limit_bytes:
+                return 0
+            stats.sort()
+            removed = 0
+            for _, _, path, size in stats:
+                if total <= self.limit_bytes:
+                    break
+                _unlink(path)
+                total -= size
+                removed += 1
+            self.evictions += removed
+            return removed
+
+
+def _parse(blob: bytes, key: str | None) -> tuple[dict, memoryview] | None:
+    """Header and payload of a cache file, or ``None`` when anything is off."""
+    start = len(MAGIC) + _LEN.size
+    if len(blob) < start or blob[: len(MAGIC)] != MAGIC:
+        return None
+    (head_len,) = _LEN.unpack_from(blob, len(MAGIC))
+    if head_len > _MAX_HEADER or len(blob) < start + head_len:
+        return None
+    try:
+        header = json.loads(blob[start : start + head_len])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    try:
+        if header["version"] != FORMAT_VERSION or (key is not None and header["key"] != key):
+            return None
+        if header["dtype"] not in _DTYPES:
+            return None
+        shape = [int(v) for v in header["shape"]]
+        itemsize = torch.empty(0, dtype=_DTYPES[header["dtype"]]).element_size()
+        expected = int(np.prod(shape)) * itemsize
+        payload = memoryview(blob)[start + head_len :]
+        if payload.nbytes != expected or header["payload_bytes"] != expected:
+            return None
+        if _xxh128(payload) != header["payload_xxh128"]:
+            return None
+        if len(header["input_size_rc"]) != 2 or len(header["original_size_rc"]) != 2:
+            return None
+    except (KeyError, TypeError, ValueError):
+        return None
+    return header, payload
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
