@@ -241,7 +241,6 @@ def _write_json(path: Path, payload: dict, overwrite: bool) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from .core.prompts import validate_prompt
-    from .core.volume import segment_from_labels
     from .errors import PromptError
     from .io import read_image, read_mask, write_labels
     from .io.atomic import check_writable
@@ -262,15 +261,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 f"{args.prompts_from}: the mask has no lung on any slice; nothing to build "
                 "prompts from"
             )
-        result = segment_from_labels(
-            segmenter,
-            image.data,
-            truth,
-            window=cfg.window(),
-            strategy=cfg.resolved_strategy(),
-            batch_size=cfg.batch_size,
-            case=args.image.name,
-        )
+        result = cfg.segment_from_labels(segmenter, image.data, truth, case=args.image.name)
         labels = result.labels if image.data.ndim == 3 else result.labels[0]
         if result.scores:
             print(result.summary().format_table())
@@ -370,7 +361,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise SamlungError(
             "--headless needs --labels to build prompts (or drop --image to use the phantom)"
         )
-    from .core.volume import segment_from_labels
     from .io import write_labels
 
     segmenter = cfg.make_segmenter()
@@ -379,15 +369,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"segmenting {name} {tuple(image.data.shape)} with {cfg.model_id}, strategy "
         f"{cfg.resolved_strategy()}, window {cfg.window().describe()}"
     )
-    result = segment_from_labels(
-        segmenter,
-        image.data,
-        labels,
-        window=cfg.window(),
-        strategy=cfg.resolved_strategy(),
-        batch_size=cfg.batch_size,
-        case=name,
-    )
+    result = cfg.segment_from_labels(segmenter, image.data, labels, case=name)
     print(result.summary().format_table())
     out_dir = Path(tempfile.mkdtemp(prefix="napari-samlung-demo-"))
     out = out_dir / ("segmentation.nii.gz" if image.data.ndim == 3 else "segmentation.png")

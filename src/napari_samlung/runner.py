@@ -16,7 +16,7 @@ import numpy as np
 from .core.engine import Segmenter
 from .core.metrics import SliceScore
 from .core.models import get_spec
-from .core.volume import segment_from_labels
+from .core.volume import VolumeResult, segment_from_labels
 from .core.windowing import Window
 from .io import Case, ImageData, read_image, read_mask, read_montgomery_mask
 
@@ -46,6 +46,27 @@ class RunConfig:
             return Window(self.window_level, self.window_width, self.normalization)  # type: ignore[arg-type]
         preset = self.window_preset or get_spec(self.model_id).default_window
         return Window.preset(preset, self.normalization)  # type: ignore[arg-type]
+
+    def segment_from_labels(
+        self,
+        segmenter: Segmenter,
+        image: np.ndarray,
+        truth: np.ndarray,
+        *,
+        case: str = "",
+        **kwargs,
+    ) -> VolumeResult:
+        """:func:`core.volume.segment_from_labels` with this run's window, strategy and batch."""
+        return segment_from_labels(
+            segmenter,
+            image,
+            truth,
+            window=self.window(),
+            strategy=self.resolved_strategy(),
+            batch_size=self.batch_size,
+            case=case,
+            **kwargs,
+        )
 
     def make_segmenter(self) -> Segmenter:
         return Segmenter.from_registry(
@@ -86,13 +107,10 @@ def evaluate_case(
     """Segment one case from its ground truth and score every slice with lung."""
     t0 = time.perf_counter()
     image, truth = load_case(case)
-    result = segment_from_labels(
+    result = config.segment_from_labels(
         segmenter,
         image.data,
         truth,
-        window=config.window(),
-        strategy=config.resolved_strategy(),
-        batch_size=config.batch_size,
         case=case.name,
         progress=progress,
         should_cancel=should_cancel,
