@@ -401,3 +401,24 @@ def test_segmenter_agrees_with_segment_anything_predictor(lite, lite_fp32, name)
         for seg in (lite, lite_fp32):
             fast = seg.predict(seg.embed(rgb), [Prompt(box_xyxy=box)]).masks[0]
             assert dice(fast, plain[0]) >= 0.995, (seg.precision, value)
+
+
+def test_out_of_memory_halves_the_encoder_batch_and_continues(micro):
+    """An OOM in the encoder (as on a full GPU) halves the batch instead of crashing."""
+    seg = fresh(micro)
+    real = seg.encoder
+    calls = []
+
+    def flaky(x):
+        calls.append(x.shape[0])
+        if x.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(x)
+
+    seg._encoder = flaky
+    images = [random_rgb(seed=s) for s in range(4)]
+    embs = seg.embed_many(images, batch_size=4)
+    assert len(embs) == 4 and seg.encoder_calls == 4
+    assert calls[:3] == [4, 2, 1] and set(calls[2:]) == {1}
+    expected = fresh(micro).embed(images[3]).features
+    torch.testing.assert_close(embs[3].features, expected, rtol=1e-4, atol=1e-4)

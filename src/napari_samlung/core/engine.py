@@ -329,13 +329,22 @@ class Segmenter:
         encoder = self.encoder
         step = self._micro_batch or x.shape[0]
         parts = []
+        start = 0
         with self._autocast():
-            for start in range(0, x.shape[0], step):
+            while start < x.shape[0]:
                 part = x[start : start + step]
                 if self._channels_last:
                     part = part.contiguous(memory_format=torch.channels_last)
                 try:
                     out = encoder(part)
+                except torch.OutOfMemoryError:
+                    if step == 1:
+                        raise
+                    # out of GPU memory: halve the batch and carry on (and remember it)
+                    step = self._micro_batch = max(1, step // 2)
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
                 except RuntimeError:
                     if not self._fuse_ops or encoder is self.model.image_encoder:
                         raise
@@ -344,6 +353,7 @@ class Segmenter:
                     encoder = self.encoder
                     out = encoder(part)
                 parts.append(out.to(torch.float32))
+                start += part.shape[0]
         self.encoder_calls += len(images_rgb)
         feats = parts[0] if len(parts) == 1 else torch.cat(parts)
         return feats.contiguous(), new_rc
