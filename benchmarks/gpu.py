@@ -5,7 +5,9 @@ them) and LiteMedSAM (bundled weights); batch sizes 1, 8, 32; precision fp32
 (segment_anything's own attention), fp32 with scaled-dot-product attention,
 and bf16 autocast with scaled-dot-product attention
 (``core.engine.use_sdpa_attention``).  An out-of-memory configuration is
-recorded as such and the run goes on.
+recorded as such and the run goes on (``Segmenter`` halves a batch that runs
+out of memory; the batch it ended up with is recorded as
+``encoder_batch_after_oom``).
 
 Without a CUDA GPU it says so and exits 0.  ``--cpu-smoke`` runs the same
 code on the CPU with the tiny test model (to check the script itself).
@@ -127,19 +129,26 @@ def main(argv: list[str] | None = None) -> int:
                     "sdpa": bool(sdpa and switched),
                     "batch": batch,
                 }
+                seg._micro_batch = None  # the segmenter halves a batch that runs out of memory
                 try:
                     row.update(measure(seg, batch, args.min_seconds, sync))
-                except torch.cuda.OutOfMemoryError:
+                except torch.OutOfMemoryError:
                     row["oom"] = True
-                    torch.cuda.empty_cache()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                if seg._micro_batch is not None and seg._micro_batch < batch:
+                    # out of memory at this batch: the encoder ran in smaller pieces
+                    row["encoder_batch_after_oom"] = seg._micro_batch
                 results["runs"].append(row)
                 if row.get("oom"):
                     print(f"{model_id:12s} {precision} sdpa={row['sdpa']!s:5s} b={batch:3d}  OOM")
                 else:
                     mem = f"  peak {row['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in row else ""
+                    halved = row.get("encoder_batch_after_oom")
+                    note = f"  (out of memory: ran as batches of {halved})" if halved else ""
                     print(
                         f"{model_id:12s} {precision} sdpa={row['sdpa']!s:5s} b={batch:3d}  "
-                        f"{row['slices_per_s']:8.1f} slices/s{mem}"
+                        f"{row['slices_per_s']:8.1f} slices/s{mem}{note}"
                     )
             del seg
             if device.type == "cuda":

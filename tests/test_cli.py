@@ -336,3 +336,38 @@ def test_covid_ct_slices_quality_floor(tmp_path, capsys):
         means.append(summary["dice"]["mean"])
     capsys.readouterr()
     assert np.mean(means) >= 0.95, means
+
+
+def test_cache_dir_option_reuses_embeddings_across_runs(tmp_path):
+    """--cache-dir: a second process-like run makes no encoder call."""
+    import numpy as np
+
+    from napari_samlung.cli import _config, build_parser
+
+    args = build_parser().parse_args(
+        [
+            "segment",
+            "x.png",
+            "--prompts-from",
+            "m.png",
+            "-o",
+            "o.png",
+            *TINY,
+            "--cache-dir",
+            str(tmp_path / "emb"),
+        ]
+    )
+    cfg = _config(args)
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    first = cfg.make_segmenter()
+    first.embed(rgb)
+    assert first.encoder_calls == 1 and any((tmp_path / "emb").iterdir())
+    second = cfg.make_segmenter()
+    second.embed(rgb)
+    assert second.encoder_calls == 0
+    no_cache = _config(
+        build_parser().parse_args(
+            ["segment", "x.png", "--prompts-from", "m.png", "-o", "o.png", *TINY]
+        )
+    )
+    assert no_cache.make_segmenter().disk_cache is None

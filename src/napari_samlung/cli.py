@@ -64,6 +64,19 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="fixed window mapping, or the paper's per-slice min-max",
     )
     p.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch")
+    c = p.add_argument_group("embedding cache on disk (off by default)")
+    c.add_argument(
+        "--disk-cache",
+        action="store_true",
+        help="keep embeddings in the user cache directory ($SAMLUNG_CACHE_DIR)",
+    )
+    c.add_argument("--cache-dir", help="keep embeddings in this folder instead")
+    c.add_argument(
+        "--cache-limit-mb",
+        type=float,
+        default=2048.0,
+        help="size limit of the disk cache in MB (least recently used files go)",
+    )
 
 
 def _config(args: argparse.Namespace):
@@ -81,6 +94,8 @@ def _config(args: argparse.Namespace):
         window_width=args.window_width,
         normalization=args.normalize,
         batch_size=args.batch_size,
+        disk_cache_dir=args.cache_dir if args.cache_dir else ("" if args.disk_cache else None),
+        disk_cache_limit_mb=args.cache_limit_mb,
         precision=args.precision,
     )
     try:

@@ -35,6 +35,8 @@ class RunConfig:
     normalization: str = "fixed"
     batch_size: int = 4
     precision: str = "auto"
+    disk_cache_dir: str | None = None  # None: no disk cache; "" : the user cache directory
+    disk_cache_limit_mb: float = 2048.0
 
     def resolved_strategy(self) -> str:
         return self.strategy or get_spec(self.model_id).default_strategy
@@ -69,8 +71,17 @@ class RunConfig:
         )
 
     def make_segmenter(self) -> Segmenter:
+        disk_cache = None
+        if self.disk_cache_dir is not None:
+            from .core.cache import DiskCache
+
+            disk_cache = DiskCache(self.disk_cache_dir or None, self.disk_cache_limit_mb)
         return Segmenter.from_registry(
-            self.model_id, self.checkpoint, self.device, precision=self.precision
+            self.model_id,
+            self.checkpoint,
+            self.device,
+            precision=self.precision,
+            disk_cache=disk_cache,
         )
 
 
