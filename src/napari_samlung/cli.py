@@ -264,9 +264,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     inputs = [args.image, args.prompts_from, args.propagate_from, args.seed_from]
     if any(p is not None and p.resolve() == args.output.resolve() for p in inputs):
         raise SamlungError(f"{args.output} is one of the input files; choose another output name")
-    if args.output.exists() and not args.overwrite:
-        raise SamlungError(f"{args.output} exists; pass --overwrite or choose another name")
-    check_writable(args.output, args.overwrite)
+    check_writable(args.output, args.overwrite)  # exists / folder / missing parent, up front
     image = read_image(args.image)
     segmenter = cfg.make_segmenter()
     if args.prompts_from is not None:
