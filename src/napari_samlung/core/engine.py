@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -762,16 +763,6 @@ def _tinyvit_attention(self, x: torch.Tensor) -> torch.Tensor:
     return self.proj(out.transpose(1, 2).reshape(batch, tokens, self.dh))
 
 
-def _softmax_small(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over a short last axis (a few prompt tokens), computed in float32.
-
-    ``torch.softmax`` is slow for a last axis of ~7 (measured 3 ms vs 0.6 ms for
-    4096 x 8 x 7 on one CPU core)."""
-    x32 = x.to(torch.float32)
-    e = (x32 - x32.amax(dim=-1, keepdim=True)).exp_()
-    return e.div_(e.sum(dim=-1, keepdim=True)).to(x.dtype)
-
-
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     b, n, c = x.shape
     return x.view(b, n, heads, c // heads).transpose(1, 2)
@@ -815,7 +806,7 @@ class FastDecoder:
             dec = copy.deepcopy(dec).to(dtype)
         self.decoder = dec
         self.transformer = dec.transformer
-        self._contexts: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
+        self._contexts: OrderedDict[tuple, tuple[weakref.ref, dict]] = OrderedDict()
         self._max_contexts = contexts
         up = list(dec.output_upscaling)
         convt1, norm, act1, convt2, act2 = up
@@ -839,6 +830,7 @@ class FastDecoder:
             self.norm_weight, self.norm_bias, self.norm_eps = norm.weight, norm.bias, norm.eps
         self.gelu1 = getattr(act1, "approximate", "none")
         self.gelu2 = getattr(act2, "approximate", "none")
+        self._fuse_gelu2: bool | None = None  # decided on the first call
 
     @staticmethod
     def supports(model: torch.nn.Module) -> bool:
@@ -932,21 +924,52 @@ class FastDecoder:
         values = torch.matmul(vh, w_o).reshape(b, heads * t, -1)  # (b, H*t, C)
         outs = []
         for i in range(b):
-            scores = F.linear(x_q[i if x_q.shape[0] > 1 else 0], kq[i], kb[i])  # (N, H*t)
-            probs = _softmax_small(scores.view(scores.shape[0], heads, t)).view_as(scores)
-            outs.append(torch.addmm(attn.out_proj.bias, probs, values[i]))
+            # scores token-major, (H*t, N): the softmax over a head's t tokens then
+            # runs over an inner axis of N contiguous values (vectorises well)
+            image = x_q[i if x_q.shape[0] > 1 else 0]
+            scores = torch.addmm(kb[i].unsqueeze(1), kq[i], image.t())
+            probs = torch.softmax(scores.view(heads, t, -1), dim=1).view_as(scores)
+            outs.append(torch.addmm(attn.out_proj.bias, probs.t(), values[i]))
         return torch.stack(outs)
+
+    def _upscaled_masks(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """Output upscaling and mask product, token-major: image tokens (b, h*w, C)
+        -> (b, h*w*4, C/4) -> (b, h*w*16, C/8) -> mask logits (b, h*w*16, m), float32."""
+        batch, cells, _ = keys.shape
+        x = F.linear(keys, self.w1, self.b1).view(-1, self.c_mid)
+        x = F.layer_norm(x, (self.c_mid,), self.norm_weight, self.norm_bias, self.norm_eps)
+        x = self._linear_gelu2(F.gelu(x, approximate=self.gelu1))
+        x = x.view(batch, cells * 16, self.c_out)
+        return torch.bmm(x, hyper.transpose(1, 2)).to(torch.float32)
+
+    def _linear_gelu2(self, x: torch.Tensor) -> torch.Tensor:
+        """GELU(x W2 + b2) of the second upscaling step, as one oneDNN call on the
+        CPU where available (4x faster: no separate pass over the 2 M outputs)."""
+        if self._fuse_gelu2 is None:
+            self._fuse_gelu2 = (
+                x.device.type == "cpu" and self.gelu2 == "none" and _onednn_fusion_available()
+            )
+        if self._fuse_gelu2:
+            try:
+                return torch.ops.mkldnn._linear_pointwise(x, self.w2, self.b2, "gelu", [], "none")
+            except RuntimeError:  # a oneDNN build without this fusion: plain from now on
+                self._fuse_gelu2 = False
+        return F.gelu(F.linear(x, self.w2, self.b2), approximate=self.gelu2)
 
     def context(self, emb: Embedding) -> dict[str, torch.Tensor]:
         """The prompt-independent part of decoding ``emb`` (cached per embedding)."""
+        # keyed by the features tensor itself (its id, checked through a weak
+        # reference: a freed tensor's id can be reused by the next one)
         key = (emb.key, id(emb.features), self.dtype)
-        ctx = self._contexts.get(key)
-        if ctx is not None:
+        hit = self._contexts.get(key)
+        if hit is not None and hit[0]() is emb.features:
             self._contexts.move_to_end(key)
-            return ctx
+            return hit[1]
         feats = emb.features.to(self.dtype)
-        keys0 = (feats.flatten(2).transpose(1, 2) + self.no_mask).contiguous()
-        with_pe = (keys0 + self.image_pe).contiguous()
+        channels = feats.shape[1]
+        # (1, C, h, w) -> (1, h*w, C) as one 2D transpose (5x faster than a 4D permute copy)
+        keys0 = feats.reshape(channels, -1).t().contiguous().unsqueeze(0) + self.no_mask
+        with_pe = keys0 + self.image_pe
         first = self.transformer.layers[0]
         t2i = first.cross_attn_token_to_image
         ctx = {
@@ -955,7 +978,7 @@ class FastDecoder:
             "t2i_k": _split_heads(self._linear(with_pe, t2i.k_proj), t2i.num_heads),
             "t2i_v": _split_heads(self._linear(keys0, t2i.v_proj), t2i.num_heads),
         }
-        self._contexts[key] = ctx
+        self._contexts[key] = (weakref.ref(emb.features), ctx)
         while len(self._contexts) > self._max_contexts:
             self._contexts.popitem(last=False)
         return ctx
@@ -988,11 +1011,13 @@ class FastDecoder:
                     layer.cross_attn_token_to_image, q, kh=ctx["t2i_k"], vh=ctx["t2i_v"]
                 )
             else:
-                out = self._tokens_to_image(layer.cross_attn_token_to_image, q, keys + key_pe, keys)
+                x_q = keys + key_pe
+                out = self._tokens_to_image(layer.cross_attn_token_to_image, q, x_q, keys)
             queries = layer.norm2(queries + out)
             queries = layer.norm3(queries + layer.mlp(queries))
             k = queries + query_pe
-            x_q = ctx["keys_pe"] if i == 0 else keys + key_pe
+            if i == 0:
+                x_q = ctx["keys_pe"]
             out = self._image_to_tokens(layer.cross_attn_image_to_token, x_q, k, queries)
             keys = layer.norm4(keys + out)
         q = queries + query_pe
@@ -1004,15 +1029,8 @@ class FastDecoder:
         hyper = torch.stack(
             [dec.output_hypernetworks_mlps[t](queries[:, 1 + t]) for t in chosen], dim=1
         )
-        # output upscaling, token-major: (b, h*w, C) -> (b, h*w*4, C/4) -> (b, h*w*16, C/8)
         rows, cols = self.grid_hw
-        x = F.linear(keys.expand(batch, -1, -1), self.w1, self.b1)
-        x = x.view(batch, rows * cols * 4, self.c_mid)
-        x = F.layer_norm(x, (self.c_mid,), self.norm_weight, self.norm_bias, self.norm_eps)
-        x = F.gelu(x, approximate=self.gelu1)
-        x = F.gelu(F.linear(x, self.w2, self.b2), approximate=self.gelu2)
-        x = x.view(batch, rows * cols * 16, self.c_out)
-        masks = torch.bmm(x, hyper.transpose(1, 2)).to(torch.float32)  # (b, h*w*16, m)
+        masks = self._upscaled_masks(keys.expand(batch, -1, -1), hyper)  # (b, h*w*16, m)
         m = masks.shape[-1]
         # index (i, j, p, q, p2, q2) -> pixel (4i + 2p + p2, 4j + 2q + q2)
         masks = masks.view(batch, rows, cols, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
