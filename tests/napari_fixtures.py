@@ -91,7 +91,8 @@ def go_to_slice(viewer, layer, slice_index: int) -> None:
 def phantom_widget_fixture(make_napari_viewer, qtbot):
     """Body of a fixture yielding (viewer, widget, recorder): phantom, ground truth, tiny model.
 
-    Use as ``yield from phantom_widget_fixture(make_napari_viewer, qtbot)``.
+    Use as ``yield from phantom_widget_fixture(make_napari_viewer, qtbot)``; the tests
+    request it as the ``phantom_widget`` fixture of conftest.py.
     """
     from napari_samlung._napari.launch import build_viewer
 

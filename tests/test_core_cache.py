@@ -19,10 +19,7 @@ from napari_samlung.core.cache import MAGIC, DiskCache
 from napari_samlung.core.engine import Embedding, Segmenter
 from napari_samlung.core.windowing import Window, to_rgb
 
-
-@pytest.fixture(scope="module")
-def tiny() -> Segmenter:
-    return Segmenter.from_registry("tiny_random", device="cpu", precision="fp32")
+# ``tiny`` (the registered tiny random SAM, module-scoped) comes from conftest.py.
 
 
 def fresh(seg: Segmenter, **kwargs) -> Segmenter:

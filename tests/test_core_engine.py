@@ -10,7 +10,6 @@ LiteMedSAM with real data.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from conftest import DATA_DIR, fresh, random_rgb
 from napari_samlung.core.engine import (
     Embedding,
     Segmenter,
@@ -37,10 +37,6 @@ from napari_samlung.core.prompts import (
 from napari_samlung.core.windowing import Window, to_rgb
 from napari_samlung.errors import ModelError, PromptError
 
-#: Real test data (read-only): $SAMLUNG_DATA, else <repo>/../shared/data.
-DATA_DIR = Path(
-    os.environ.get("SAMLUNG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
 MONTGOMERY = DATA_DIR / "montgomery"
 COVID = DATA_DIR / "covid19_ct_slices"
 
@@ -52,28 +48,7 @@ def _need(path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Segmenter:
-    """The registered tiny random SAM, through segment_anything's real builder (1024 px)."""
-    return Segmenter.from_registry("tiny_random", device="cpu", precision="fp32")
-
-
-@pytest.fixture(scope="module")
-def micro() -> Segmenter:
-    spec = get_spec("micro_random")
-    return Segmenter(spec.builder(None), spec, "cpu", precision="fp32")
-
-
-def fresh(seg: Segmenter, **kwargs) -> Segmenter:
-    """A new segmenter (empty cache, zero counters) around an already-built model."""
-    kwargs.setdefault("precision", seg.precision)
-    return Segmenter(seg.model, kwargs.pop("spec", seg.spec), seg.device, **kwargs)
-
-
-def random_rgb(shape=(90, 150), seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+# ``tiny`` and ``micro`` (module-scoped segmenters), ``fresh`` and ``random_rgb``: conftest.py
 
 
 def two_lungs(shape=(90, 150)) -> np.ndarray:

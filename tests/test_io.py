@@ -11,7 +11,7 @@ import pytest
 from nibabel import orientations as nio
 from PIL import Image
 
-from conftest import requires_data
+from conftest import raw_nifti, requires_data, save_png
 from napari_samlung.core.labels import LEFT_LUNG, RIGHT_LUNG
 from napari_samlung.errors import DatasetError, InputFileError, ShapeMismatchError
 from napari_samlung.io import (
@@ -35,21 +35,6 @@ from napari_samlung.io import writers as writers_module
 
 def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     nib.save(nib.Nifti1Image(data, affine), str(path))
-    return path
-
-
-def _raw_nifti(path: Path, data: np.ndarray, pixdim=(1.0, 1.0, 1.0), srow=None, shape=None):
-    """Write a .nii with a hand-made header (for headers nibabel refuses to create)."""
-    header = nib.Nifti1Header()
-    header.set_data_dtype(data.dtype)
-    header.set_data_shape(shape or data.shape)
-    header["vox_offset"] = 352
-    header["pixdim"][1:4] = pixdim
-    header["qform_code"] = 0
-    header["sform_code"] = 2
-    rows = np.eye(4)[:3] if srow is None else srow
-    header["srow_x"], header["srow_y"], header["srow_z"] = rows
-    path.write_bytes(header.binaryblock + b"\0" * 4 + data.tobytes(order="F"))
     return path
 
 
@@ -84,11 +69,6 @@ def _sample(axcodes: str, box_shape_xyz=(20, 18, 8)) -> tuple[np.ndarray, np.nda
     idx = np.indices(stored_shape).reshape(3, -1)
     world = (affine @ np.vstack([idx, np.ones(idx.shape[1])]))[:3]
     return _world_phantom(world).reshape(stored_shape), affine
-
-
-def _png(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array).save(path)
-    return path
 
 
 # --------------------------------------------------------------------------- NIfTI
@@ -239,7 +219,7 @@ def test_nan_voxels_are_replaced_by_the_minimum_with_a_warning(tmp_path: Path):
 
 def test_zero_spacing_in_header_falls_back_to_the_affine_with_a_warning(tmp_path: Path):
     srow = np.array([[2.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 4.0, 0]])
-    path = _raw_nifti(tmp_path / "zero.nii", np.zeros((3, 4, 5), np.int16), (0.0, 3, 4), srow)
+    path = raw_nifti(tmp_path / "zero.nii", np.zeros((3, 4, 5), np.int16), (0.0, 3, 4), srow)
     with pytest.warns(UserWarning, match="disagrees with the affine"):
         image = read_image(path)
     np.testing.assert_allclose(image.spacing_zyx_mm, (4.0, 3.0, 2.0))
@@ -279,11 +259,11 @@ ERROR_CASES = {
         "not a PNG/JPEG",
     ),
     "nan_spacing": (
-        lambda t: _raw_nifti(t / "nanspacing.nii", np.zeros((3, 3, 3), np.int16), (np.nan, 1, 1)),
+        lambda t: raw_nifti(t / "nanspacing.nii", np.zeros((3, 3, 3), np.int16), (np.nan, 1, 1)),
         "invalid voxel spacing",
     ),
     "singular_affine": (
-        lambda t: _raw_nifti(
+        lambda t: raw_nifti(
             t / "singular.nii",
             np.zeros((3, 3, 3), np.int16),
             (0.0, 1.0, 1.0),
@@ -292,7 +272,7 @@ ERROR_CASES = {
         "singular",
     ),
     "too_many_voxels": (
-        lambda t: _raw_nifti(
+        lambda t: raw_nifti(
             t / "huge.nii",
             np.zeros((2, 2, 2), np.int16),
             shape=(8192, 8192, MAX_VOXELS // 2**26 + 1),
@@ -300,7 +280,7 @@ ERROR_CASES = {
         "more than the limit",
     ),
     "dimension_too_large": (
-        lambda t: _raw_nifti(t / "wide.nii", np.zeros((2, 2, 2), np.int16), shape=(9000, 2, 2)),
+        lambda t: raw_nifti(t / "wide.nii", np.zeros((2, 2, 2), np.int16), shape=(9000, 2, 2)),
         "over 8192",
     ),
     "unknown_suffix": (
@@ -349,17 +329,19 @@ def test_montgomery_original_left_right_masks_merge(tmp_path: Path):
     left[5:15, 18:26] = 255  # patient's left lung: image's right
     right = np.zeros((20, 30), np.uint8)
     right[4:16, 3:12] = 255
-    labels = read_montgomery_mask(_png(tmp_path / "l.png", left), _png(tmp_path / "r.png", right))
+    labels = read_montgomery_mask(
+        save_png(tmp_path / "l.png", left), save_png(tmp_path / "r.png", right)
+    )
     assert labels.dtype == np.uint8
     assert np.all(labels[left > 0] == LEFT_LUNG) and np.all(labels[right > 0] == RIGHT_LUNG)
     assert np.count_nonzero(labels) == np.count_nonzero(left) + np.count_nonzero(right)
     with pytest.raises(ShapeMismatchError, match="l.png"):
-        read_montgomery_mask(tmp_path / "l.png", _png(tmp_path / "s.png", right[:10]))
+        read_montgomery_mask(tmp_path / "l.png", save_png(tmp_path / "s.png", right[:10]))
 
 
 def test_16bit_png_is_min_max_scaled_to_uint8(tmp_path: Path):
     ramp = np.linspace(1000, 41000, 64 * 32).astype(np.uint16).reshape(32, 64)
-    image = read_image(_png(tmp_path / "xray16.png", ramp))
+    image = read_image(save_png(tmp_path / "xray16.png", ramp))
     assert image.data.dtype == np.uint8 and image.data.shape == (32, 64)
     assert image.data.min() == 0 and image.data.max() == 255
     assert np.all(np.diff(image.data.ravel().astype(int)) >= 0)  # monotone
@@ -370,10 +352,10 @@ def test_rgb_and_rgba_png_become_gray_and_alpha_is_dropped(tmp_path: Path):
     rgb[:, :5] = (255, 255, 255)
     rgb[:, 5:] = (0, 0, 255)
     gray_expected = np.asarray(Image.fromarray(rgb).convert("L"))
-    assert np.array_equal(read_image(_png(tmp_path / "rgb.png", rgb)).data, gray_expected)
+    assert np.array_equal(read_image(save_png(tmp_path / "rgb.png", rgb)).data, gray_expected)
 
     rgba = np.dstack([rgb, np.zeros((8, 10), np.uint8)])  # fully transparent
-    data = read_image(_png(tmp_path / "rgba.png", rgba)).data
+    data = read_image(save_png(tmp_path / "rgba.png", rgba)).data
     assert data.dtype == np.uint8 and data.shape == (8, 10)
     np.testing.assert_array_equal(data, gray_expected)
 

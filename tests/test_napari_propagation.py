@@ -21,7 +21,6 @@ from napari_fixtures import (
     image_layer,
     label_slices,
     messages,
-    phantom_widget_fixture,
     tiny_factory,
     wait_idle,
 )
@@ -38,11 +37,6 @@ from napari_samlung.errors import PromptError
 from napari_samlung.io.phantom import make_phantom
 
 LUNG_POINTS = [[32, 18], [32, 46]]  # (row, col): one point in each lung of the phantom
-
-
-@pytest.fixture
-def phantom_widget(make_napari_viewer, qtbot):
-    yield from phantom_widget_fixture(make_napari_viewer, qtbot)
 
 
 def _prompt(widget, qtbot, z: int = MID, points=LUNG_POINTS) -> None:

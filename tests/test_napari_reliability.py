@@ -37,7 +37,6 @@ from napari_fixtures import (
     image_layer,
     label_slices,
     messages,
-    phantom_widget_fixture,
     tiny_factory,
     wait_idle,
 )
@@ -53,11 +52,6 @@ pytestmark = pytest.mark.gui
 N_SLICES = PHANTOM_SHAPE[0]
 OPS = ["add point"] * 2 + ["move point", "delete point", "add box", "move box", "delete box"]
 OPS += ["change slice"]
-
-
-@pytest.fixture
-def phantom_widget(make_napari_viewer, qtbot):
-    yield from phantom_widget_fixture(make_napari_viewer, qtbot)
 
 
 def _clear_prompts(wf) -> None:

@@ -16,7 +16,6 @@ from napari_fixtures import (
     go_to_slice,
     image_layer,
     label_slices,
-    phantom_widget_fixture,
     wait_idle,
 )
 from napari_samlung._napari.launch import build_viewer
@@ -25,11 +24,6 @@ from napari_samlung.io.phantom import make_phantom
 from napari_samlung.runner import RunConfig
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def phantom_widget(make_napari_viewer, qtbot):
-    yield from phantom_widget_fixture(make_napari_viewer, qtbot)
 
 
 def _notifications(monkeypatch):

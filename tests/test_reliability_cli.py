@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -24,7 +23,6 @@ import re
 import struct
 import subprocess
 import sys
-import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -35,6 +33,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import closed_port, raw_nifti, save_png, serve_bytes
 from napari_samlung.cli import EXIT_SKIPPED, EXIT_USAGE, build_parser, main
 from napari_samlung.core import models
 from napari_samlung.core.metrics import read_scores_csv
@@ -98,11 +97,6 @@ def _two_lungs(shape=(SIZE, SIZE)) -> np.ndarray:
     return labels
 
 
-def _png(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array).save(path)
-    return path
-
-
 def _nifti(path: Path, zyx: np.ndarray, affine=None) -> Path:
     """Save a (slice, row, col) volume as a RAS NIfTI whose display is ``zyx`` itself."""
     stored = np.ascontiguousarray(np.transpose(zyx, (2, 1, 0))[::-1, ::-1])
@@ -113,23 +107,6 @@ def _nifti(path: Path, zyx: np.ndarray, affine=None) -> Path:
     return path
 
 
-def _raw_nifti(
-    path: Path, data: np.ndarray, pixdim=(1.0, 1.0, 1.0), srow=None, shape=None, sform_code: int = 2
-) -> Path:
-    """A .nii with a hand-made header (sizes, spacings and affines nibabel refuses to make)."""
-    header = nib.Nifti1Header()
-    header.set_data_dtype(data.dtype)
-    header.set_data_shape(shape or data.shape)
-    header["vox_offset"] = 352
-    header["pixdim"][1:4] = pixdim
-    header["qform_code"] = 0
-    header["sform_code"] = sform_code
-    rows = np.eye(4)[:3] if srow is None else srow
-    header["srow_x"], header["srow_y"], header["srow_z"] = rows
-    path.write_bytes(header.binaryblock + b"\0" * 4 + data.tobytes(order="F"))
-    return path
-
-
 @pytest.fixture
 def xray(tmp_path) -> tuple[Path, Path]:
     """A 32 x 32 X-ray-like PNG and its 0/255 two-lung mask."""
@@ -137,8 +114,8 @@ def xray(tmp_path) -> tuple[Path, Path]:
     image = np.full(labels.shape, 200, np.uint8)
     image[labels > 0] = 40
     return (
-        _png(tmp_path / "chest.png", image),
-        _png(tmp_path / "chest_mask.png", np.where(labels > 0, 255, 0).astype(np.uint8)),
+        save_png(tmp_path / "chest.png", image),
+        save_png(tmp_path / "chest_mask.png", np.where(labels > 0, 255, 0).astype(np.uint8)),
     )
 
 
@@ -200,12 +177,12 @@ def _five_d(t: Path) -> Path:
 
 
 def _nan_spacing(t: Path) -> Path:
-    return _raw_nifti(t / "nanspacing.nii", np.zeros((SIZE, SIZE, 4), np.int16), (np.nan, 1, 1))
+    return raw_nifti(t / "nanspacing.nii", np.zeros((SIZE, SIZE, 4), np.int16), (np.nan, 1, 1))
 
 
 def _singular(t: Path) -> Path:
     srow = np.array([[0.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
-    return _raw_nifti(t / "singular.nii", np.zeros((SIZE, SIZE, 4), np.int16), (0.0, 1, 1), srow)
+    return raw_nifti(t / "singular.nii", np.zeros((SIZE, SIZE, 4), np.int16), (0.0, 1, 1), srow)
 
 
 def _unknown_suffix(t: Path) -> Path:
@@ -310,10 +287,10 @@ def _no_voxel_loading(monkeypatch) -> None:
 
 def test_huge_nifti_is_refused_from_its_header(tmp_path, xray, capsys, monkeypatch):
     slices = MAX_VOXELS // (MAX_DIM * MAX_DIM) + 1
-    huge = _raw_nifti(
+    huge = raw_nifti(
         tmp_path / "huge.nii", np.zeros((2, 2, 2), np.int16), shape=(MAX_DIM, MAX_DIM, slices)
     )
-    wide = _raw_nifti(
+    wide = raw_nifti(
         tmp_path / "wide.nii", np.zeros((2, 2, 2), np.int16), shape=(MAX_DIM + 1, 2, 2)
     )
     _no_voxel_loading(monkeypatch)
@@ -377,7 +354,7 @@ def test_rgba_and_16_bit_png_run(tmp_path, xray, capsys, kind):
         array = np.dstack([grey, grey, grey, np.full_like(grey, 100)])
     else:
         array = grey.astype(np.uint16) * 257 + 1000
-    image = _png(tmp_path / f"{kind}.png", array)
+    image = save_png(tmp_path / f"{kind}.png", array)
     assert Image.open(image).mode == ("RGBA" if kind == "rgba" else "I;16")
     out = tmp_path / "pred.png"
     code, stdout, err = _cli(capsys, _segment(image, xray[1], out))
@@ -409,13 +386,13 @@ def test_zero_spacing_uses_the_affine_with_a_warning(tmp_path, capsys):
     labels[4:28, 3:14, 1] = 1
     labels[4:28, 18:29, 1] = 2
     srow = np.array([[2.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 4.0, 0]])
-    image = _raw_nifti(
+    image = raw_nifti(
         tmp_path / "zero.nii",
         np.where(labels > 0, -850, 40).astype(np.int16),
         (0.0, 3.0, 4.0),
         srow,
     )
-    mask = _raw_nifti(tmp_path / "zero_mask.nii", labels, (0.0, 3.0, 4.0), srow)
+    mask = raw_nifti(tmp_path / "zero_mask.nii", labels, (0.0, 3.0, 4.0), srow)
     out = tmp_path / "pred.nii.gz"
     with pytest.warns(UserWarning, match="disagrees with the affine.*using the affine's"):
         code, _, err = _cli(capsys, _segment(image, mask, out))
@@ -426,13 +403,13 @@ def test_zero_spacing_uses_the_affine_with_a_warning(tmp_path, capsys):
 def test_zero_spacing_without_affine_is_fixed_with_a_warning_not_a_print(tmp_path, capfd):
     """nibabel turns pixdim 0 into 1 mm and prints that itself; we warn instead."""
     labels = _two_lungs()
-    image = _raw_nifti(
+    image = raw_nifti(
         tmp_path / "nosform.nii",
         np.where(labels > 0, -850, 40).astype(np.int16),
         (0.0, 1.0, 1.0),
         sform_code=0,
     )
-    mask = _raw_nifti(tmp_path / "nosform_mask.nii", labels, (0.0, 1.0, 1.0), sform_code=0)
+    mask = raw_nifti(tmp_path / "nosform_mask.nii", labels, (0.0, 1.0, 1.0), sform_code=0)
     out = tmp_path / "pred.nii.gz"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -503,7 +480,7 @@ def _organ_labels() -> np.ndarray:
 
 
 def test_png_mask_with_labels_10_to_14_is_refused(tmp_path, xray, capsys):
-    mask = _png(tmp_path / "organs_mask.png", _organ_labels())
+    mask = save_png(tmp_path / "organs_mask.png", _organ_labels())
     out = tmp_path / "pred.png"
     line = _error(capsys, _segment(xray[0], mask, out))
     assert "organs_mask.png" in line and "[0, 10, 11, 12, 13, 14]" in line
@@ -527,7 +504,7 @@ def test_npy_label_refusal_suggests_an_existing_option(tmp_path, capsys):
 
 
 def test_evaluate_an_empty_mask_reports_zero_scored_slices(tmp_path, xray, capsys):
-    empty = _png(tmp_path / "empty_mask.png", np.zeros((SIZE, SIZE), np.uint8))
+    empty = save_png(tmp_path / "empty_mask.png", np.zeros((SIZE, SIZE), np.uint8))
     summary = tmp_path / "summary.json"
     code, out, err = _cli(capsys, ["evaluate", xray[0], empty, "--json", summary, *TINY])
     assert code == EXIT_SKIPPED
@@ -540,13 +517,13 @@ def test_evaluate_an_empty_mask_reports_zero_scored_slices(tmp_path, xray, capsy
 
 
 def test_segment_from_an_empty_mask_says_so(tmp_path, xray, capsys):
-    empty = _png(tmp_path / "empty_mask.png", np.zeros((SIZE, SIZE), np.uint8))
+    empty = save_png(tmp_path / "empty_mask.png", np.zeros((SIZE, SIZE), np.uint8))
     line = _error(capsys, _segment(xray[0], empty, tmp_path / "pred.png"))
     assert "empty_mask.png" in line and "no lung" in line
 
 
 def test_all_foreground_mask_runs_and_is_scored(tmp_path, xray, capsys):
-    full = _png(tmp_path / "full_mask.png", np.full((SIZE, SIZE), 255, np.uint8))
+    full = save_png(tmp_path / "full_mask.png", np.full((SIZE, SIZE), 255, np.uint8))
     code, out, err = _cli(capsys, ["evaluate", xray[0], full, "--out", tmp_path / "run", *TINY])
     assert code == 0, err
     rows = read_scores_csv(tmp_path / "run" / "per_slice.csv")
@@ -697,25 +674,8 @@ def test_truncated_checkpoint(tmp_path, xray, capsys, micro_state):
     assert "truncated or corrupt: delete it and download it again" in line
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("SAMLUNG_CACHE_DIR", str(folder))
-    for model_id in models.REGISTRY:
-        monkeypatch.delenv(models.checkpoint_env_var(model_id), raising=False)
-    return folder
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_no_network_while_downloading(tmp_path, xray, capsys, cache, monkeypatch):
-    url = f"http://127.0.0.1:{_closed_port()}/x.pth"
+def test_no_network_while_downloading(tmp_path, xray, capsys, weights_cache, monkeypatch):
+    url = f"http://127.0.0.1:{closed_port()}/x.pth"
     monkeypatch.setitem(
         models.REGISTRY, "vit_b", dataclasses.replace(models.get_spec("vit_b"), url=url)
     )
@@ -725,23 +685,14 @@ def test_no_network_while_downloading(tmp_path, xray, capsys, cache, monkeypatch
     assert f"could not download {url}" in line and "Offline?" in line
     assert "sam_vit_b_01ec64.pth" in line and "--checkpoint PATH" in line
     assert not out.exists()
-    assert not (cache / "checkpoints" / "sam_vit_b_01ec64.pth").exists()
+    assert not (weights_cache / "checkpoints" / "sam_vit_b_01ec64.pth").exists()
 
 
 @pytest.fixture
 def weights_server(micro_state):
-    from test_core_models import _Handler  # the Range-capable handler of the model tests
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.payload = _payload(micro_state)
-    srv.ranges, srv.cut, srv.requests = True, None, []
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/micro_dl.pth"
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    """A local server of the micro model's weights (``conftest.serve_bytes``)."""
+    with serve_bytes(_payload(micro_state), "micro_dl.pth") as srv:
+        yield srv
 
 
 def _downloadable_micro(monkeypatch, url: str, payload: bytes) -> None:
@@ -759,14 +710,14 @@ def _downloadable_micro(monkeypatch, url: str, payload: bytes) -> None:
 
 
 def test_interrupted_download_is_never_used_and_is_resumed(
-    tmp_path, xray, capsys, cache, monkeypatch, weights_server
+    tmp_path, xray, capsys, weights_cache, monkeypatch, weights_server
 ):
     payload = weights_server.payload
     _downloadable_micro(monkeypatch, weights_server.url, payload)
     out = tmp_path / "pred.png"
     args = ["segment", xray[0], "--prompts-from", xray[1], "-o", out]
     args += ["--model", "micro_dl", "--precision", "fp32"]
-    final = cache / "checkpoints" / "micro_dl.pth"
+    final = weights_cache / "checkpoints" / "micro_dl.pth"
     part = final.with_name("micro_dl.pth.part")
 
     weights_server.cut = len(payload) // 2
@@ -784,17 +735,17 @@ def test_interrupted_download_is_never_used_and_is_resumed(
 
 
 def test_a_complete_looking_part_file_is_not_used_offline(
-    tmp_path, xray, capsys, cache, monkeypatch, micro_state
+    tmp_path, xray, capsys, weights_cache, monkeypatch, micro_state
 ):
     payload = _payload(micro_state)
-    _downloadable_micro(monkeypatch, f"http://127.0.0.1:{_closed_port()}/micro_dl.pth", payload)
-    part = cache / "checkpoints" / "micro_dl.pth.part"
+    _downloadable_micro(monkeypatch, f"http://127.0.0.1:{closed_port()}/micro_dl.pth", payload)
+    part = weights_cache / "checkpoints" / "micro_dl.pth.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(payload)
     args = ["segment", xray[0], "--prompts-from", xray[1], "-o", tmp_path / "pred.png"]
     line = _error(capsys, args + ["--model", "micro_dl", "--precision", "fp32"])
     assert "could not download" in line
-    assert not (cache / "checkpoints" / "micro_dl.pth").exists()
+    assert not (weights_cache / "checkpoints" / "micro_dl.pth").exists()
     assert part.read_bytes() == payload
 
 
@@ -909,10 +860,10 @@ def messy_dataset(tmp_path) -> Path:
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for name in ("a", "b", "c"):
-        _png(root / "images" / f"{name}.png", image)
+        save_png(root / "images" / f"{name}.png", image)
     Image.fromarray(image).save(root / "images" / "a.jpg", quality=95)
     for name in ("a", "b", "d"):
-        _png(root / "masks" / f"{name}.png", mask)
+        save_png(root / "masks" / f"{name}.png", mask)
     (root / "images" / "notes.txt").write_text("scanned on tuesday")
     (root / "images" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (root / "masks" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import raw_nifti, save_png
 from napari_samlung.errors import InputFileError, SamlungError
 from napari_samlung.io import ImageData, read_image, read_mask, write_image, write_labels
 from napari_samlung.io import images as images_module
@@ -164,24 +165,12 @@ def test_unreadable_file_is_reported_as_permission_denied(tmp_path, monkeypatch)
 # --------------------------------------------------------------------------- NIfTI headers
 
 
-def _raw_nifti(path: Path, data: np.ndarray, pixdim, srow=None, sform_code: int = 2) -> Path:
-    header = nib.Nifti1Header()
-    header.set_data_dtype(data.dtype)
-    header.set_data_shape(data.shape)
-    header["vox_offset"] = 352
-    header["pixdim"][1:4] = pixdim
-    header["qform_code"] = 0
-    header["sform_code"] = sform_code
-    rows = np.eye(4)[:3] if srow is None else srow
-    header["srow_x"], header["srow_y"], header["srow_z"] = rows
-    path.write_bytes(header.binaryblock + b"\0" * 4 + data.tobytes(order="F"))
-    return path
-
-
 def test_zero_spacing_without_an_affine_is_fixed_with_a_warning_not_printed(tmp_path, capfd):
     """nibabel turns a zero pixdim into 1 mm and prints that on stderr itself; the reader
     turns it into one warning naming the file instead."""
-    path = _raw_nifti(tmp_path / "zero.nii", np.zeros((3, 4, 5), np.int16), (0.0, 1, 1), None, 0)
+    path = raw_nifti(
+        tmp_path / "zero.nii", np.zeros((3, 4, 5), np.int16), (0.0, 1, 1), sform_code=0
+    )
     with pytest.warns(UserWarning, match=r"zero.nii: header problem fixed on load.*non-zero"):
         image = read_image(path)
     assert image.spacing_zyx_mm == (1.0, 1.0, 1.0)
@@ -191,7 +180,9 @@ def test_zero_spacing_without_an_affine_is_fixed_with_a_warning_not_printed(tmp_
 def test_nibabel_logging_is_restored_after_a_read(tmp_path):
     logger = nib.imageglobals.logger
     before = list(logger.handlers)
-    path = _raw_nifti(tmp_path / "neg.nii", np.zeros((3, 4, 5), np.int16), (-1.0, 1, 1), None, 0)
+    path = raw_nifti(
+        tmp_path / "neg.nii", np.zeros((3, 4, 5), np.int16), (-1.0, 1, 1), sform_code=0
+    )
     with pytest.warns(UserWarning, match="positive"):
         read_image(path)
     assert logger.handlers == before
@@ -200,7 +191,7 @@ def test_nibabel_logging_is_restored_after_a_read(tmp_path):
 
 def test_singular_affine_gives_the_refusal_only(tmp_path, recwarn):
     srow = np.array([[0.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
-    path = _raw_nifti(tmp_path / "singular.nii", np.zeros((3, 3, 3), np.int16), (0.0, 1, 1), srow)
+    path = raw_nifti(tmp_path / "singular.nii", np.zeros((3, 3, 3), np.int16), (0.0, 1, 1), srow)
     with pytest.raises(InputFileError, match="singular"):
         read_image(path)
     assert not [w for w in recwarn if "fixed on load" in str(w.message)]
@@ -209,16 +200,11 @@ def test_singular_affine_gives_the_refusal_only(tmp_path, recwarn):
 # --------------------------------------------------------------------------- label images
 
 
-def _png(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array).save(path)
-    return path
-
-
 def test_png_multi_label_image_is_refused_with_the_fix(tmp_path):
     labels = np.zeros((30, 30), np.uint8)
     for i, value in enumerate(range(10, 15)):
         labels[i * 6 : (i + 1) * 6, 2:28] = value
-    path = _png(tmp_path / "organs_mask.png", labels)
+    path = save_png(tmp_path / "organs_mask.png", labels)
     with pytest.raises(InputFileError) as err:
         read_mask(path)
     message = str(err.value)
@@ -232,7 +218,7 @@ def test_png_anti_aliased_and_jpeg_masks_are_still_accepted(tmp_path):
     mask[8:56, 36:58] = 255
     small = np.asarray(Image.fromarray(mask).resize((32, 32), Image.BILINEAR))
     assert len(np.unique(small)) > 3  # really anti-aliased
-    labels = read_mask(_png(tmp_path / "aa_mask.png", small))
+    labels = read_mask(save_png(tmp_path / "aa_mask.png", small))
     assert set(np.unique(labels)) == {0, 1, 2}
     jpeg = tmp_path / "mask.jpg"
     Image.fromarray(mask).save(jpeg, quality=60)
