@@ -7,7 +7,8 @@ and bf16 autocast with scaled-dot-product attention
 (``core.engine.use_sdpa_attention``).  An out-of-memory configuration is
 recorded as such and the run goes on (``Segmenter`` halves a batch that runs
 out of memory; the batch it ended up with is recorded as
-``encoder_batch_after_oom``).
+``encoder_batch_after_oom``; the forward passes of the last timed call, which
+``Segmenter`` sizes to the free memory, as ``encoder_passes``).
 
 Without a CUDA GPU it says so and exits 0.  ``--cpu-smoke`` runs the same
 code on the CPU with the tiny test model (to check the script itself).
@@ -73,7 +74,13 @@ def measure(seg, batch: int, min_seconds: float, sync) -> dict:
         elapsed = time.perf_counter() - t0
         if runs >= 2 and elapsed >= min_seconds:
             break
-    out = {"slices_per_s": runs * batch / elapsed, "s_per_slice": elapsed / (runs * batch)}
+    out = {
+        "slices_per_s": runs * batch / elapsed,
+        "s_per_slice": elapsed / (runs * batch),
+        # forward passes of the last call: smaller than the batch where the free
+        # memory would not hold it (Segmenter sizes batches to the free memory)
+        "encoder_passes": list(seg.last_encoder_batches),
+    }
     if cuda:
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated(seg.device) / 2**30
     return out

@@ -23,6 +23,7 @@ from napari_samlung.core.engine import (
     Segmenter,
     clean_labels,
     cpu_supports_bf16,
+    fit_batch_size,
     preprocess_shape,
 )
 from napari_samlung.core.metrics import dice
@@ -397,3 +398,56 @@ def test_out_of_memory_halves_the_encoder_batch_and_continues(micro):
     assert calls[:3] == [4, 2, 1] and set(calls[2:]) == {1}
     expected = fresh(micro).embed(images[3]).features
     torch.testing.assert_close(embs[3].features, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fit_batch_size_keeps_the_estimated_peak_within_the_free_memory():
+    gib = 2**30
+    assert fit_batch_size(32, free_bytes=10 * gib, slice_bytes=1 * gib) == 8  # 80 % of 10 GiB
+    assert fit_batch_size(4, free_bytes=10 * gib, slice_bytes=1 * gib) == 4  # no more than asked
+    assert fit_batch_size(32, free_bytes=0.5 * gib, slice_bytes=1 * gib) == 1  # never below one
+    assert fit_batch_size(8, free_bytes=gib, slice_bytes=0) == 8
+
+
+class FakeGpuMemory:
+    """Stands in for CudaMemory: a device with ``free`` bytes on which one
+    encoder pass costs ``per_slice`` bytes per slice at its peak."""
+
+    def __init__(self, free: float, per_slice: float) -> None:
+        self.free, self.per_slice, self.batch = free, per_slice, 0
+
+    def free_bytes(self) -> float:
+        return self.free
+
+    def start(self) -> int:
+        return 0
+
+    def peak_since(self, start: int) -> float:
+        return self.per_slice * self.batch
+
+
+def test_encoder_batch_adapts_to_free_gpu_memory(micro):
+    """On a GPU the first pass measures one slice, then batches fill 80 % of the
+    free memory, re-read before every pass; embeddings are unchanged."""
+    seg = fresh(micro)
+    memory = FakeGpuMemory(free=5e9, per_slice=1e9)
+    seg.memory = memory
+    real = seg.encoder
+    calls = []
+
+    def spy(x):
+        memory.batch = x.shape[0]
+        calls.append(x.shape[0])
+        return real(x)
+
+    seg._encoder = spy
+    images = [random_rgb(seed=s) for s in range(12)]
+    embs = seg.embed_many(images, batch_size=12)
+    assert calls == [1, 4, 4, 3]  # probe, then int(0.8 * 5 GB / 1 GB) = 4 at a time
+    assert seg.last_encoder_batches == calls and seg.encoder_calls == 12
+    expected = fresh(micro).embed(images[7]).features
+    torch.testing.assert_close(embs[7].features, expected, rtol=1e-4, atol=1e-4)
+
+    calls.clear()
+    memory.free = 2.2e9  # another program took memory: smaller batches, no probe again
+    seg.embed_many([random_rgb(seed=s) for s in range(20, 24)], batch_size=4)
+    assert calls == [1, 1, 1, 1]

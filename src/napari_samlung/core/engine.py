@@ -100,6 +100,38 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def fit_batch_size(
+    wanted: int, free_bytes: float, slice_bytes: float, headroom: float = 0.8
+) -> int:
+    """Largest batch, from 1 to ``wanted``, whose estimated peak memory
+    (``slice_bytes`` per slice) fits in ``headroom`` of ``free_bytes``."""
+    if slice_bytes <= 0:
+        return max(1, wanted)
+    return max(1, min(wanted, int(headroom * free_bytes // slice_bytes)))
+
+
+class CudaMemory:
+    """Free and peak memory of one CUDA device, as batch sizing needs them."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def free_bytes(self) -> int:
+        """Free device memory plus what torch's allocator holds unused."""
+        free, _ = torch.cuda.mem_get_info(self.device)
+        idle = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        return int(free + idle)
+
+    def start(self) -> int:
+        """Reset the peak counter; returns the memory allocated now."""
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return torch.cuda.memory_allocated(self.device)
+
+    def peak_since(self, start: int) -> int:
+        """Peak allocation since :meth:`start`, above what was allocated then."""
+        return torch.cuda.max_memory_allocated(self.device) - start
+
+
 class Segmenter:
     """Embeds slices once and decodes any number of prompts on them.
 
@@ -137,6 +169,12 @@ class Segmenter:
         self._encoder: torch.nn.Module | None = None
         self._channels_last = False
         self._micro_batch: int | None = None  # encoder slices per forward pass (None: all)
+        # GPU memory, for batch sizes that fit (None on the CPU: no sizing needed)
+        self.memory: CudaMemory | None = (
+            CudaMemory(self.device) if self.device.type == "cuda" else None
+        )
+        self._slice_bytes: float | None = None  # measured encoder peak per slice
+        self.last_encoder_batches: list[int] = []  # forward-pass sizes of the last encoder call
         self._fuse_ops = True  # oneDNN conv/linear + GELU fusion in the TinyViT encoder
         self._decoder: FastDecoder | None = None
 
@@ -328,21 +366,24 @@ class Segmenter:
     def _encode(self, images_rgb: Sequence[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
         x, new_rc = self._to_input(images_rgb)
         encoder = self.encoder
-        step = self._micro_batch or x.shape[0]
+        cap = self._micro_batch or x.shape[0]  # most slices per forward pass
         parts = []
+        self.last_encoder_batches = []
         start = 0
         with self._autocast():
             while start < x.shape[0]:
+                step = self._fit_batch(min(cap, x.shape[0] - start))
                 part = x[start : start + step]
                 if self._channels_last:
                     part = part.contiguous(memory_format=torch.channels_last)
+                mark = self.memory.start() if self.memory is not None else None
                 try:
                     out = encoder(part)
                 except torch.OutOfMemoryError:
                     if step == 1:
                         raise
                     # out of GPU memory: halve the batch and carry on (and remember it)
-                    step = self._micro_batch = max(1, step // 2)
+                    cap = self._micro_batch = max(1, step // 2)
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
@@ -353,11 +394,26 @@ class Segmenter:
                     self._fuse_ops, self._encoder = False, None
                     encoder = self.encoder
                     out = encoder(part)
+                if mark is not None:
+                    per_slice = self.memory.peak_since(mark) / part.shape[0]
+                    self._slice_bytes = max(self._slice_bytes or 0.0, per_slice)
                 parts.append(out.to(torch.float32))
+                self.last_encoder_batches.append(part.shape[0])
                 start += part.shape[0]
         self.encoder_calls += len(images_rgb)
         feats = parts[0] if len(parts) == 1 else torch.cat(parts)
         return feats.contiguous(), new_rc
+
+    def _fit_batch(self, wanted: int) -> int:
+        """Slices for the next forward pass: ``wanted``, or fewer where the
+        device's free memory would not hold them.  On a GPU the first pass runs
+        one slice to measure what a slice costs; later passes take as many as
+        fit in 80 % of the free memory then (re-read before every pass)."""
+        if self.memory is None or wanted <= 1:
+            return wanted
+        if self._slice_bytes is None:
+            return 1
+        return fit_batch_size(wanted, self.memory.free_bytes(), self._slice_bytes)
 
     @staticmethod
     def _check_rgb(image: np.ndarray) -> np.ndarray:
