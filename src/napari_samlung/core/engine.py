@@ -100,6 +100,27 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+#: Revision of how a slice becomes the encoder input (resize, normalise, pad);
+#: part of every cache key, so a change never serves embeddings of the old input.
+#: 2: resized in two rounded passes, as PIL does.
+INPUT_REVISION = "in2"
+
+
+def _resize_like_pil(x: torch.Tensor, size_rc: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of 0..255 float images exactly as segment_anything's
+    ``ResizeLongestSide`` does it through PIL: width first, then height, each
+    pass antialiased and rounded (half up) to whole grey levels.  One float
+    pass instead differs by one grey level on ~15 % of pixels, which moves
+    the boundary of small masks."""
+    kw = {"mode": "bilinear", "align_corners": False, "antialias": True}
+    rows, cols = x.shape[-2:]
+    if cols != size_rc[1]:
+        x = F.interpolate(x, size=(rows, size_rc[1]), **kw).clamp_(0, 255).add_(0.5).floor_()
+    if rows != size_rc[0]:
+        x = F.interpolate(x, size=size_rc, **kw).clamp_(0, 255).add_(0.5).floor_()
+    return x
+
+
 def fit_batch_size(
     wanted: int, free_bytes: float, slice_bytes: float, headroom: float = 0.8
 ) -> int:
@@ -233,7 +254,7 @@ class Segmenter:
         """Identity of a slice's embedding: model id, weights, precision, path and
         a hash of the exact encoder input (so the window is covered)."""
         variant = self.precision if self.fast else f"{self.precision}-ref"
-        return f"{self.spec.id}@{self.weights_id}:{variant}:{image_key(image_rgb)}"
+        return f"{self.spec.id}@{self.weights_id}:{variant}:{INPUT_REVISION}:{image_key(image_rgb)}"
 
     def cached(self, image_rgb: np.ndarray) -> bool:
         """True when this slice's embedding is already in memory."""
@@ -266,8 +287,7 @@ class Segmenter:
         batch = torch.from_numpy(np.stack(images_rgb)).to(self.device)
         x = batch.permute(0, 3, 1, 2).to(torch.float32)
         if (rows, cols) != new_rc:
-            x = F.interpolate(x, size=new_rc, mode="bilinear", align_corners=False, antialias=True)
-            x = x.clamp_(0, 255)
+            x = _resize_like_pil(x, new_rc)
         x = (x - self._mean) / self._std
         x = F.pad(x, (0, size - new_rc[1], 0, size - new_rc[0]))
         return x.contiguous(), new_rc
