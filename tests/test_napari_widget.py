@@ -127,6 +127,27 @@ def test_changing_the_window_re_embeds(phantom_widget, qtbot):
     assert recorder.encoder_calls > calls
 
 
+def test_moving_the_contrast_limits_sets_the_window(phantom_widget, qtbot):
+    """What the user sees is what the model gets: contrast limits -> CT window."""
+    viewer, widget, recorder = phantom_widget
+    layer = image_layer(viewer)
+    wait_idle(qtbot, widget)
+    calls = recorder.encoder_calls
+    for high in (100.0, 200.0, 300.0):  # a slider drag: several events, one re-embedding
+        layer.contrast_limits = (-1200.0, high)
+    assert (widget.window_level.value, widget.window_width.value) == (-450.0, 1500.0)
+    assert widget.window_preset.value == "custom"
+    wait_idle(qtbot, widget)
+    assert widget.session.window.level == -450.0 and widget.session.window.width == 1500.0
+    assert recorder.encoder_calls == calls + 1
+    assert tuple(layer.contrast_limits) == (-1200.0, 300.0)  # left as the user set it
+    # and the other way round still holds, without echoing back
+    widget.set_window(-600.0, 1500.0)
+    wait_idle(qtbot, widget)
+    assert tuple(layer.contrast_limits) == (-1350.0, 150.0)
+    assert widget.window_preset.value == "lung"
+
+
 def test_slice_change_embeds_in_background(phantom_widget, qtbot):
     viewer, widget, recorder = phantom_widget
     calls = recorder.encoder_calls

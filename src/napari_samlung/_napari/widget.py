@@ -63,6 +63,8 @@ class SamLungWidget(Container):
         self.workflow.on_running = self._set_running
         self._updating = False
         self._closed = False
+        self._contrast_layer = None  # the image layer whose contrast limits we follow
+        self._applying_contrast = False
         self._build()
         self.image.value = self._default_image()
         self._connect()
@@ -210,6 +212,7 @@ class SamLungWidget(Container):
 
     def _on_image_changed(self, value=None) -> None:
         layer = self.image.value
+        self._follow_contrast(None)
         if layer is None:
             self.workflow.set_image_layers(None, None, None)
             self._set_status("open a chest CT or X-ray image")
@@ -226,6 +229,7 @@ class SamLungWidget(Container):
             show_info(f"{layer.name!r} is an RGB image: its grey values are segmented")
         self.session.set_image(volume, is_2d, case=layer.name)
         self._setup_window_controls()
+        self._follow_contrast(layer)
         points, shapes = self._prompt_layers(layer)
         self.workflow.set_image_layers(layer, points, shapes)
         self.workflow.set_output(self._make_output())
@@ -408,7 +412,8 @@ class SamLungWidget(Container):
         for widget in (self.window_preset, self.window_level, self.window_width):
             widget.enabled = enabled
             widget.tooltip = (
-                "CT window in Hounsfield units (sets the image's contrast limits too)"
+                "CT window in Hounsfield units; it sets the image's contrast limits, "
+                "and moving those sets the window"
                 if enabled
                 else "8-bit data is used as it is: no window"
             )
@@ -418,7 +423,45 @@ class SamLungWidget(Container):
         layer = self.image.value
         limits = self.session.effective_window().limits_hu
         if layer is not None and limits is not None and not getattr(layer, "rgb", False):
-            layer.contrast_limits = limits
+            self._applying_contrast = True
+            try:
+                layer.contrast_limits = limits
+            finally:
+                self._applying_contrast = False
+
+    def _follow_contrast(self, layer) -> None:
+        """Follow ``layer``'s contrast limits (and stop following the previous layer's)."""
+        if self._contrast_layer is not None:
+            self._contrast_layer.events.contrast_limits.disconnect(self._on_contrast_limits)
+            self._contrast_layer = None
+        if layer is not None and not getattr(layer, "rgb", False):
+            layer.events.contrast_limits.connect(self._on_contrast_limits)
+            self._contrast_layer = layer
+
+    def _on_contrast_limits(self, event=None) -> None:
+        """The user moved the image's contrast limits: what they see becomes the CT
+        window the model sees (level = centre, width = range; debounced like the
+        level/width controls, so dragging the slider re-embeds once)."""
+        layer = self._contrast_layer
+        if self._applying_contrast or self._updating or layer is None:
+            return
+        if self.session.effective_window().limits_hu is None:
+            return  # 8-bit data: no window to follow
+        low, high = (float(v) for v in layer.contrast_limits)
+        level = min(max((low + high) / 2.0, self.window_level.min), self.window_level.max)
+        width = min(max(high - low, self.window_width.min), self.window_width.max)
+        if math.isclose(level, self.window_level.value) and math.isclose(
+            width, self.window_width.value
+        ):
+            return
+        self._updating = True
+        try:
+            self.window_level.value = level
+            self.window_width.value = width
+            self.window_preset.value = _preset_name(level, width)
+        finally:
+            self._updating = False
+        self._window_timer.start()
 
     def _on_preset(self, value=None) -> None:
         if self._updating or self.window_preset.value == CUSTOM:
@@ -567,6 +610,7 @@ class SamLungWidget(Container):
             return
         self._closed = True
         self._window_timer.stop()
+        self._follow_contrast(None)
         layers = self.viewer.layers.events
         layers.inserted.disconnect(self._on_layers_inserted)
         for emitter in (layers.removed, layers.reordered):
