@@ -165,6 +165,67 @@ def test_missing_vit_b_weights_offline_is_a_notification(
     widget.close_workflow()
 
 
+def test_weights_download_shows_a_progress_bar(
+    make_napari_viewer, qtbot, weights_cache, monkeypatch
+):
+    """First use of a downloadable model: a napari progress bar in MiB, then the model."""
+    import io
+
+    import torch
+
+    from conftest import serve_bytes
+    from napari_samlung._napari import workflow as workflow_module
+    from napari_samlung.core.models import build_micro_random_sam
+
+    buf = io.BytesIO()
+    # padded past 3 MiB so that the download reports several steps
+    torch.save({"model": build_micro_random_sam().state_dict(), "pad": torch.zeros(2**20)}, buf)
+    payload = buf.getvalue()
+    bars = []
+
+    class RecordingProgress(workflow_module.progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.closed_at = None
+            bars.append(self)
+
+        def close(self):
+            self.closed_at = self.n
+            super().close()
+
+    monkeypatch.setattr(workflow_module, "progress", RecordingProgress)
+    statuses = []
+    with serve_bytes(payload, "dl_micro.pth") as server:
+        spec = dataclasses.replace(
+            REGISTRY["micro_random"],
+            id="dl_micro",
+            url=server.url,
+            filename="dl_micro.pth",
+            needs_checkpoint=True,
+            hidden=False,
+        )
+        monkeypatch.setitem(REGISTRY, "dl_micro", spec)
+        viewer = make_napari_viewer()
+        image, labels = make_phantom(PHANTOM_SHAPE)
+        viewer, widget = build_viewer(image, labels, RunConfig(model_id="dl_micro"), viewer=viewer)
+        show_status = widget.workflow.on_status  # reports arrive once the event loop runs
+
+        def record(text):
+            statuses.append(text)
+            show_status(text)
+
+        widget.workflow.on_status = record
+        wait_idle(qtbot, widget)
+    assert widget.session.model_loaded and widget.session.model_id == "dl_micro"
+    assert (weights_cache / "checkpoints" / "dl_micro.pth").stat().st_size == len(payload)
+    total_mib = -(-len(payload) // 2**20)
+    [bar] = bars
+    assert "dl_micro" in bar.desc and bar.total == total_mib
+    assert bar.closed_at == total_mib  # filled, then closed
+    assert any(f"weights: {total_mib} of {total_mib} MiB" in text for text in statuses)
+    widget.close_workflow()
+
+
 # --------------------------------------------------------------------------- data safety
 
 

@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..errors import PromptError, SamlungError
 from .output import OutputWriter
@@ -55,6 +55,12 @@ def notify_error(error: BaseException) -> None:
 
 def _ignore(*args) -> None:
     pass
+
+
+class _DownloadRelay(QObject):
+    """Carries download progress from the loading thread to the main thread."""
+
+    bytes_done = Signal(object, object)  # done_bytes, total_bytes or None
 
 
 class Workflow(PropagationMixin):
@@ -99,6 +105,14 @@ class Workflow(PropagationMixin):
         self._run_total = 0
         self._run_done = 0
         self._prop: dict | None = None  # the propagation in progress
+        # weights downloads (first use of a SAM ViT): a progress bar in MiB
+        self._download_bar = None
+        self._download_mib = 0
+        self._download_latest: tuple[int, int | None] | None = None
+        self._download_busy = False
+        self._relay = _DownloadRelay()
+        self._relay.bytes_done.connect(self._on_download_bytes)
+        session.on_download = self._relay.bytes_done.emit
         self.negative_default = False
         self._token = 0  # changes whenever the image or output changes
         self._timer = QTimer()
@@ -126,6 +140,8 @@ class Workflow(PropagationMixin):
     def close(self) -> None:
         """Stop the workers; from now on nothing reaches the (closing) widget."""
         self.on_status = self.on_scores = self.on_running = _ignore
+        self.session.on_download = None
+        self._close_download_bar()
         self._timer.stop()
         self._run_cancel()
         self.tasks.quit_all()
@@ -263,13 +279,56 @@ class Workflow(PropagationMixin):
             on_done=self._on_embed_done,
         )
 
+    def _on_download_bytes(self, done: int, total: int | None) -> None:
+        """Main thread: show how much of the weights has arrived.
+
+        napari's progress bar processes Qt events while it draws, so the next
+        report can arrive inside this one: it is only recorded, and the outer
+        call shows the newest report when it is done."""
+        self._download_latest = (done, total)
+        if self._download_busy:
+            return
+        self._download_busy = True
+        try:
+            while self._download_latest is not None:
+                done, total = self._download_latest
+                self._download_latest = None
+                self._show_download(done, total)
+        finally:
+            self._download_busy = False
+
+    def _show_download(self, done: int, total: int | None) -> None:
+        mib = int(done // 2**20)
+        total_mib = None if total is None else max(1, -(-int(total) // 2**20))
+        if self._download_bar is None:
+            self._download_bar = progress(
+                total=total_mib, desc=f"downloading {self.session.model_id} weights (MiB)"
+            )
+            self._download_mib = 0
+        finished = total is not None and done >= total
+        target = total_mib if finished and total_mib is not None else mib
+        if target > self._download_mib:
+            step, self._download_mib = target - self._download_mib, target
+            self._download_bar.update(step)
+        of = f" of {total_mib}" if total_mib is not None else ""
+        self.on_status(f"downloading {self.session.model_id} weights: {target}{of} MiB…")
+        if finished:
+            self._close_download_bar()
+
+    def _close_download_bar(self) -> None:
+        if self._download_bar is not None:
+            self._download_bar.close()
+            self._download_bar = None
+
     def _on_embed_done(self) -> None:
+        self._close_download_bar()  # finished, or failed part way (the error says so)
         self._embedding = False
         if self._embed_again:
             self._embed_again = False
             self.request_embed()
 
     def _on_model_error(self, error: BaseException) -> None:
+        self._close_download_bar()
         self._model_failed = True
         self.on_status("model not available: see the notification")
         notify_error(error)

@@ -205,10 +205,13 @@ class Segmenter:
         model_id: str = "lite_medsam",
         checkpoint=None,
         device: str = "auto",
+        *,
+        progress=None,
         **kwargs,
     ) -> Segmenter:
-        """Load a registered model and wrap it."""
-        model, spec, dev = load_model(model_id, checkpoint, device)
+        """Load a registered model and wrap it.  ``progress(done_bytes, total_bytes)``
+        is called while its weights download (the first use of a SAM ViT)."""
+        model, spec, dev = load_model(model_id, checkpoint, device, progress=progress)
         return cls(model, spec, dev, **kwargs)
 
     # ------------------------------------------------------------------ properties
