@@ -454,13 +454,7 @@ class SamLungWidget(Container):
             width, self.window_width.value
         ):
             return
-        self._updating = True
-        try:
-            self.window_level.value = level
-            self.window_width.value = width
-            self.window_preset.value = _preset_name(level, width)
-        finally:
-            self._updating = False
+        self._set_window_controls(level, width)
         self._window_timer.start()
 
     def _on_preset(self, value=None) -> None:
@@ -507,6 +501,11 @@ class SamLungWidget(Container):
 
     def set_window(self, level: float, width: float) -> None:
         """Set the CT window (as the level/width controls do) and apply it now."""
+        self._set_window_controls(level, width)
+        self._on_window_changed()
+
+    def _set_window_controls(self, level: float, width: float) -> None:
+        """Show level, width and their preset without running the controls' handlers."""
         self._updating = True
         try:
             self.window_level.value = level
@@ -514,7 +513,6 @@ class SamLungWidget(Container):
             self.window_preset.value = _preset_name(level, width)
         finally:
             self._updating = False
-        self._on_window_changed()
 
     # ------------------------------------------------------------------ actions
 
