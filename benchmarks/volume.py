@@ -19,7 +19,7 @@ Both use the same model object (LiteMedSAM wrapped as a segment_anything
 ``Sam``, see ``core/models.py``), the same window and the same per-slice Dice.
 Reading the files and building the model are not timed.
 
-    python benchmarks/volume.py [--json FILE] [--quick]
+    python benchmarks/volume.py [--json FILE] [--quick] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--quick", action="store_true", help="a small subset (smoke test)")
     p.add_argument("--baseline-first", action="store_true", help="run the baseline first")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="runs of each side (medians; order alternates)"
+    )
     args = p.parse_args(argv)
     _common.setup(args)
 
@@ -152,18 +155,28 @@ def main(argv: list[str] | None = None) -> dict:
     run_baseline(seg.model, seg.accepts_points, warm, window, strategy)
 
     order = ["baseline", "ours"] if args.baseline_first else ["ours", "baseline"]
-    timings: dict[str, tuple[float, list, float]] = {}
-    for which in order:
-        if which == "ours":
-            fresh = Segmenter(seg.model, seg.spec, seg.device, precision=seg.precision)
-            timings["ours"] = run_ours(fresh, cases, window, strategy, args.batch_size)
-            encoder_calls = fresh.encoder_calls
-        else:
-            timings["baseline"] = run_baseline(
-                seg.model, seg.accepts_points, cases, window, strategy
-            )
-    ours_s, ours_scores, ours_cpu = timings["ours"]
-    base_s, base_scores, base_cpu = timings["baseline"]
+    runs: list[dict[str, tuple[float, list, float]]] = []
+    for repeat in range(max(1, args.repeats)):
+        timings: dict[str, tuple[float, list, float]] = {}
+        # alternate the order between repeats, so that drift in the machine's
+        # speed does not always favour the same side
+        for which in order if repeat % 2 == 0 else order[::-1]:
+            if which == "ours":
+                fresh = Segmenter(seg.model, seg.spec, seg.device, precision=seg.precision)
+                timings["ours"] = run_ours(fresh, cases, window, strategy, args.batch_size)
+                encoder_calls = fresh.encoder_calls
+            else:
+                timings["baseline"] = run_baseline(
+                    seg.model, seg.accepts_points, cases, window, strategy
+                )
+        runs.append(timings)
+
+    def median(which: str, item: int) -> float:
+        return float(np.median([r[which][item] for r in runs]))
+
+    ours_s, ours_cpu = median("ours", 0), median("ours", 2)
+    base_s, base_cpu = median("baseline", 0), median("baseline", 2)
+    ours_scores, base_scores = runs[0]["ours"][1], runs[0]["baseline"][1]
     ours_dice = [s.dice for s in ours_scores]
     base_dice = [s.dice for s in base_scores]
     assert len(ours_dice) == len(base_dice), "both runs must score the same slices"
@@ -195,6 +208,17 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_s_per_slice": ours_s / len(ours_dice),
         "baseline_s_per_slice": base_s / len(base_dice),
         "order": order,
+        "repeats": [
+            {
+                "ours_s": r["ours"][0],
+                "baseline_s": r["baseline"][0],
+                "ratio": r["baseline"][0] / r["ours"][0],
+            }
+            for r in runs
+        ],
+        "ratio_median_of_repeats": float(
+            np.median([r["baseline"][0] / r["ours"][0] for r in runs])
+        ),
     }
     print(
         f"{len(cases)} cases, {result['slices']} slices with lung, {seg.model_id} "
@@ -208,6 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"  baseline {base_s:8.1f} s (main thread CPU {base_cpu:7.1f} s)  mean Dice "
         f"{result['baseline_dice']:.4f}"
     )
+    if len(runs) > 1:
+        each = ", ".join(f"{r['ratio']:.2f}" for r in result["repeats"])
+        print(f"  medians of {len(runs)} runs of each; ratio per repeat: {each}")
     print(
         f"  ours is {result['ratio']:.2f}x faster; mean Dice differs by "
         f"{result['dice_difference']:+.4f} (largest per-slice difference "
