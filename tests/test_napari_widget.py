@@ -109,6 +109,36 @@ def test_box_prompt_segments_slice(phantom_widget, qtbot):
     assert MID in wf.writer.plugin_written
 
 
+def test_switching_image_and_back_remembers_what_the_plugin_wrote(phantom_widget, qtbot):
+    """Slices the plugin wrote stay the plugin's after a visit to another image (a
+    volume run may replace them); a slice changed while away is protected."""
+    viewer, widget, _ = phantom_widget
+    wf = widget.workflow
+    first = image_layer(viewer)
+    go_to_slice(viewer, first, MID)
+    wait_idle(qtbot, widget)
+    box = np.array([[MID, 10, 5], [MID, 10, 59], [MID, 54, 59], [MID, 54, 5]], float)
+    wf.shapes_layer.add_rectangles([box])
+    wait_idle(qtbot, widget)
+    output = wf.writer.layer
+    other_slice = MID - 1
+    wf.writer.write_slice(other_slice, np.ones_like(wf.writer.slice_view(other_slice)))
+    assert {MID, other_slice} <= wf.writer.plugin_written
+
+    other, _ = make_phantom((4, 48, 48))
+    widget.image.value = viewer.add_image(other.data, name="other")
+    wait_idle(qtbot, widget)
+    assert wf.writer.layer is not output
+    output.data[other_slice, 0, 0] = 2  # changed while not the output: no paint event
+    widget.image.value = first
+    wait_idle(qtbot, widget)
+
+    assert wf.writer.layer is output
+    assert MID in wf.writer.plugin_written and MID not in wf.writer.protected_slices()
+    assert other_slice not in wf.writer.plugin_written
+    assert other_slice in wf.writer.protected_slices()
+
+
 def test_changing_the_window_re_embeds(phantom_widget, qtbot):
     viewer, widget, recorder = phantom_widget
     calls = recorder.encoder_calls

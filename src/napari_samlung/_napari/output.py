@@ -15,19 +15,61 @@ alone.  Writes of the plugin itself are not counted as user edits.
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass, field
+
 import numpy as np
+import xxhash
+
+
+@dataclass
+class Provenance:
+    """Who wrote which slice of one output layer."""
+
+    plugin_written: set[int] = field(default_factory=set)
+    user_edited: set[int] = field(default_factory=set)
+    #: Slices whose labels come from a propagation (cleared when it no longer reaches them).
+    propagated: set[int] = field(default_factory=set)
+    #: A hash of each slice as the plugin left it, to notice edits made while the
+    #: layer was not the output (no paint events reach a writer then).
+    fingerprints: dict[int, int] = field(default_factory=dict)
+
+
+class ProvenanceBook:
+    """The :class:`Provenance` of every output layer seen, for as long as the layer lives:
+    switching to another image and back keeps what the plugin wrote (a layer
+    edited while it was not the output is checked again, see
+    :meth:`OutputWriter.protected_slices`)."""
+
+    def __init__(self) -> None:
+        self._book: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def of(self, layer) -> Provenance:
+        try:
+            return self._book.setdefault(layer, Provenance())
+        except TypeError:  # a layer that takes no weak reference: start afresh
+            return Provenance()
 
 
 class OutputWriter:
     """Writes slices into one Labels layer and tracks plugin vs user edits."""
 
-    def __init__(self, layer, on_user_edit=None) -> None:
+    def __init__(self, layer, on_user_edit=None, provenance: Provenance | None = None) -> None:
         self.layer = layer
         self.on_user_edit = on_user_edit
-        self.plugin_written: set[int] = set()
-        self.user_edited: set[int] = set()
-        #: Slices whose labels come from a propagation (cleared when it no longer reaches them).
-        self.propagated: set[int] = set()
+        record = provenance if provenance is not None else Provenance()
+        self.plugin_written: set[int] = record.plugin_written
+        self.user_edited: set[int] = record.user_edited
+        self.propagated: set[int] = record.propagated
+        self._fingerprints = record.fingerprints
+        # a slice that changed since the plugin wrote it, while no writer listened,
+        # was edited by someone else: it is theirs now
+        for z in sorted(self.plugin_written):
+            if self._fingerprint(z) != self._fingerprints.get(z):
+                self.plugin_written.discard(z)
+                self.propagated.discard(z)
+                self._fingerprints.pop(z, None)
+                self.user_edited.add(z)
         self._writing = False
         self._group: list | None = None
         layer.events.paint.connect(self._on_paint)
@@ -42,6 +84,9 @@ class OutputWriter:
     def slice_view(self, slice_index: int) -> np.ndarray:
         data = self.layer.data
         return data if data.ndim == 2 else data[slice_index]
+
+    def _fingerprint(self, slice_index: int) -> int:
+        return xxhash.xxh3_64_intdigest(np.ascontiguousarray(self.slice_view(slice_index)))
 
     # ------------------------------------------------------------------ writes
 
@@ -68,6 +113,7 @@ class OutputWriter:
         diff = current != labels
         rows = np.flatnonzero(diff.any(axis=1))
         if rows.size == 0:
+            self._fingerprints[int(slice_index)] = self._fingerprint(slice_index)
             return False
         cols = np.flatnonzero(diff.any(axis=0))
         box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
@@ -83,12 +129,14 @@ class OutputWriter:
             self.layer.refresh()
         finally:
             self._writing = False
+        self._fingerprints[int(slice_index)] = self._fingerprint(slice_index)
         return True
 
     def clear_slice(self, slice_index: int) -> bool:
         """Erase ``slice_index`` (undoable) and forget who wrote it."""
         changed = self.write_slice(slice_index, np.zeros_like(self.slice_view(slice_index)))
         self.plugin_written.discard(int(slice_index))
+        self._fingerprints.pop(int(slice_index), None)
         return changed
 
     def begin_group(self) -> None:

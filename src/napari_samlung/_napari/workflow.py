@@ -24,7 +24,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..errors import PromptError, SamlungError
-from .output import OutputWriter
+from .output import OutputWriter, ProvenanceBook
 from .prompt_layers import (
     BOX_ONLY_MESSAGE,
     POSITIVE_FEATURE,
@@ -86,6 +86,7 @@ class Workflow(PropagationMixin):
         self.shapes_layer = None
         self.truth_layer = None
         self.writer: OutputWriter | None = None
+        self._provenance = ProvenanceBook()  # who wrote what, per output layer
         self.summary_text = ""
         self._truth_dirty = True
         self._last_sig: dict[int, tuple] = {}
@@ -195,7 +196,9 @@ class Workflow(PropagationMixin):
             self.writer.disconnect()
             self.writer = None
         if layer is not None:
-            self.writer = OutputWriter(layer, on_user_edit=self._on_user_edit)
+            self.writer = OutputWriter(
+                layer, on_user_edit=self._on_user_edit, provenance=self._provenance.of(layer)
+            )
         self._token += 1
         self._last_sig.clear()
         self._points_seen.clear()
