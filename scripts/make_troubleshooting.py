@@ -47,6 +47,12 @@ def scenarios(tmp: Path) -> list[tuple[str, str, list[str]]]:
     (tmp / "truncated.pth").write_bytes(b"PK\x03\x04junk")
     (tmp / "prompts.json").write_text(json.dumps({"slices": [{"slice": 99, "boxes_xyxy": []}]}))
     (tmp / "out.nii.gz").write_bytes(b"existing")
+
+    def segment_xray(*options: str) -> list[str]:
+        """``segment`` of the X-ray from its own mask, plus ``options``."""
+        xray, mask = str(tmp / "xray.png"), str(tmp / "xray_mask.png")
+        return ["segment", xray, "--prompts-from", mask, "-o", str(tmp / "o.png"), *options]
+
     return [
         (
             "A file is missing",
@@ -76,62 +82,22 @@ def scenarios(tmp: Path) -> list[tuple[str, str, list[str]]]:
         (
             "SAM weights not available offline",
             "download the file elsewhere and pass --checkpoint",
-            [
-                "segment",
-                str(tmp / "xray.png"),
-                "--prompts-from",
-                str(tmp / "xray_mask.png"),
-                "-o",
-                str(tmp / "o.png"),
-                "--model",
-                "vit_b",
-            ],
+            segment_xray("--model", "vit_b"),
         ),
         (
             "A --checkpoint path is wrong",
             "check the path",
-            [
-                "segment",
-                str(tmp / "xray.png"),
-                "--prompts-from",
-                str(tmp / "xray_mask.png"),
-                "-o",
-                str(tmp / "o.png"),
-                "--model",
-                "vit_b",
-                "--checkpoint",
-                str(tmp / "missing_vit_b.pth"),
-            ],
+            segment_xray("--model", "vit_b", "--checkpoint", str(tmp / "missing_vit_b.pth")),
         ),
         (
             "A checkpoint is truncated",
             "download it again",
-            [
-                "segment",
-                str(tmp / "xray.png"),
-                "--prompts-from",
-                str(tmp / "xray_mask.png"),
-                "-o",
-                str(tmp / "o.png"),
-                "--model",
-                "vit_b",
-                "--checkpoint",
-                str(tmp / "truncated.pth"),
-            ],
+            segment_xray("--model", "vit_b", "--checkpoint", str(tmp / "truncated.pth")),
         ),
         (
             "CUDA requested without a GPU",
             "use --device cpu",
-            [
-                "segment",
-                str(tmp / "xray.png"),
-                "--prompts-from",
-                str(tmp / "xray_mask.png"),
-                "-o",
-                str(tmp / "o.png"),
-                "--device",
-                "cuda",
-            ],
+            segment_xray("--device", "cuda"),
         ),
         (
             "The output exists",
