@@ -179,6 +179,25 @@ class Gate:
         self._event.set()
 
 
+def rerun_and_cancel(widget, qtbot, button) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``button``'s long run to the end, undo it, run it again and press Cancel
+    while the worker waits in its third slice.  Returns ``(full, before)``: the
+    output of the whole run, and the output before the cancelled one."""
+    button.clicked()
+    wait_idle(qtbot, widget)
+    output = widget.workflow.writer.layer
+    full = output.data.copy()
+    output.undo()
+    before = output.data.copy()
+    gate = Gate(widget.session.segmenter(), free=2)  # the worker waits in its third slice
+    button.clicked()
+    qtbot.waitUntil(lambda: widget.workflow._run_done == 2, timeout=10_000)
+    widget.cancel_button.clicked()
+    gate.open()
+    wait_idle(qtbot, widget)
+    return full, before
+
+
 def add_points(layer, slice_index: int, rows_cols, positive=None) -> None:
     """Add points on one slice of a 3D Points layer (all positive unless told)."""
     rows_cols = np.asarray(rows_cols, float).reshape(-1, 2)

@@ -12,7 +12,6 @@ from napari_fixtures import (
     MID,
     PERMISSIVE,
     PHANTOM_SHAPE,
-    Gate,
     add_points,
     box_only_factory,
     box_vertices,
@@ -21,6 +20,7 @@ from napari_fixtures import (
     image_layer,
     label_slices,
     messages,
+    rerun_and_cancel,
     tiny_factory,
     wait_idle,
 )
@@ -213,17 +213,8 @@ def test_cancel_propagation_keeps_whole_slices(phantom_widget, qtbot):
     wf = widget.workflow
     wf.propagation_settings = PERMISSIVE
     _prompt(widget, qtbot)
-    _propagate(widget, qtbot)
+    full, before = rerun_and_cancel(widget, qtbot, widget.propagate_button)
     output = wf.writer.layer
-    full = output.data.copy()
-    output.undo()
-    before = output.data.copy()
-    gate = Gate(widget.session.segmenter(), free=2)  # the worker waits in its third slice
-    widget.propagate_button.clicked()
-    qtbot.waitUntil(lambda: wf._run_done == 2, timeout=10_000)
-    widget.cancel_button.clicked()
-    gate.open()
-    wait_idle(qtbot, widget)
     written = [z for z in range(8) if not np.array_equal(output.data[z], before[z])]
     # slice 3, and slice 2 if it was being segmented when Cancel came (the worker's
     # timing decides which); then it stopped: nothing further from the seed changed

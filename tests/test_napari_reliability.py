@@ -37,6 +37,7 @@ from napari_fixtures import (
     image_layer,
     label_slices,
     messages,
+    rerun_and_cancel,
     tiny_factory,
     wait_idle,
 )
@@ -312,17 +313,7 @@ def test_cancelled_volume_run_leaves_whole_slices(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
     wf = widget.workflow
     output = wf.writer.layer
-    widget.segment_volume_button.clicked()
-    wait_idle(qtbot, widget)
-    full = output.data.copy()
-    output.undo()
-    before = output.data.copy()
-    gate = Gate(widget.session.segmenter(), free=2)  # the worker waits in its third slice
-    widget.segment_volume_button.clicked()
-    qtbot.waitUntil(lambda: wf._run_done == 2, timeout=10_000)
-    widget.cancel_button.clicked()
-    gate.open()
-    wait_idle(qtbot, widget)
+    full, before = rerun_and_cancel(widget, qtbot, widget.segment_volume_button)
     changed = [z for z in range(N_SLICES) if not np.array_equal(output.data[z], before[z])]
     assert 2 <= len(changed) <= 3 < len(label_slices(full))
     for z in range(N_SLICES):
