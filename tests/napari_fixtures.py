@@ -38,12 +38,12 @@ MID = 4  # a slice with both lungs
 LUNG_SLICES = [1, 2, 3, 4, 5, 6]
 
 
-def tiny_factory(model_id=None, checkpoint=None, device=None) -> Segmenter:
+def tiny_factory(model_id=None, checkpoint=None, device=None, progress=None) -> Segmenter:
     """Segmenter factory for widget tests: the micro random model (256 px), on the CPU."""
     return Segmenter.from_registry("micro_random", device="cpu", precision="fp32")
 
 
-def box_only_factory(model_id=None, checkpoint=None, device=None) -> Segmenter:
+def box_only_factory(model_id=None, checkpoint=None, device=None, progress=None) -> Segmenter:
     """A tiny random model that, like LiteMedSAM, takes boxes only."""
     if BOX_ONLY_ID not in REGISTRY:
         register_model(
@@ -61,7 +61,7 @@ class Recorder:
         self.factory = factory
         self.built: list[Segmenter] = []
 
-    def __call__(self, model_id, checkpoint, device) -> Segmenter:
+    def __call__(self, model_id, checkpoint, device, progress=None) -> Segmenter:
         seg = self.factory(model_id, checkpoint, device)
         self.built.append(seg)
         return seg

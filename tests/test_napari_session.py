@@ -146,7 +146,7 @@ def test_session_scores_and_export(tmp_path):
 def test_session_model_is_built_lazily_and_rebuilt_on_change():
     built = []
 
-    def factory(model_id, checkpoint, device):
+    def factory(model_id, checkpoint, device, progress=None):
         built.append((model_id, checkpoint, device))
         return tiny_factory()
 

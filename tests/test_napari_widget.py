@@ -350,7 +350,7 @@ def test_errors_are_notifications(make_napari_viewer, qtbot, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((2, 3, 16, 16), np.int16), name="4d")
 
-    def no_weights(model_id, checkpoint, device):
+    def no_weights(model_id, checkpoint, device, progress=None):
         from napari_samlung.errors import WeightsUnavailableError
 
         raise WeightsUnavailableError("no weights for vit_b: pass --checkpoint PATH")

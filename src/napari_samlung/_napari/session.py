@@ -8,7 +8,6 @@ is safe to call from a worker thread; the widget decides which thread.
 
 from __future__ import annotations
 
-import inspect
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -25,11 +24,11 @@ from ..core.volume import SliceResult, iter_segment_from_labels
 from ..core.windowing import Window, is_prewindowed, to_rgb
 from ..errors import ShapeMismatchError
 
-#: ``factory(model_id, checkpoint, device) -> Segmenter``; a factory that also takes
-#: ``progress=`` gets the session's download callback.
-SegmenterFactory = Callable[[str, "str | None", str], Segmenter]
 #: ``fn(done_bytes, total_bytes or None)``, called from the loading thread.
 DownloadFn = Callable[[int, "int | None"], None]
+#: ``factory(model_id, checkpoint, device, progress) -> Segmenter``; ``progress`` is a
+#: :data:`DownloadFn` for the weights download, or None.
+SegmenterFactory = Callable[[str, "str | None", str, "DownloadFn | None"], Segmenter]
 
 
 def default_segmenter_factory(
@@ -37,14 +36,6 @@ def default_segmenter_factory(
 ) -> Segmenter:
     """Build a registered model (weights are downloaded once where allowed)."""
     return Segmenter.from_registry(model_id, checkpoint, device, progress=progress)
-
-
-def _takes_progress(factory: Callable) -> bool:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    return "progress" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class LungSession:
@@ -141,11 +132,8 @@ class LungSession:
         """The segmenter, built on first use (may take seconds; call from a worker)."""
         with self._model_lock:
             if self._segmenter is None:
-                extra = {}
-                if self.on_download is not None and _takes_progress(self.segmenter_factory):
-                    extra["progress"] = self.on_download
                 self._segmenter = self.segmenter_factory(
-                    self.model_id, self.checkpoint, self.device, **extra
+                    self.model_id, self.checkpoint, self.device, self.on_download
                 )
             return self._segmenter
 
