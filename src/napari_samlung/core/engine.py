@@ -885,7 +885,7 @@ class FastDecoder:
             dec = copy.deepcopy(dec).to(dtype)
         self.decoder = dec
         self.transformer = dec.transformer
-        self._contexts: OrderedDict[tuple, tuple[weakref.ref, dict]] = OrderedDict()
+        self._contexts: OrderedDict[int, tuple[weakref.ref, dict]] = OrderedDict()
         self._max_contexts = contexts
         up = list(dec.output_upscaling)
         convt1, norm, act1, convt2, act2 = up
@@ -1039,7 +1039,7 @@ class FastDecoder:
         """The prompt-independent part of decoding ``emb`` (cached per embedding)."""
         # keyed by the features tensor itself (its id, checked through a weak
         # reference: a freed tensor's id can be reused by the next one)
-        key = (emb.key, id(emb.features), self.dtype)
+        key = id(emb.features)
         hit = self._contexts.get(key)
         if hit is not None and hit[0]() is emb.features:
             self._contexts.move_to_end(key)
@@ -1078,6 +1078,9 @@ class FastDecoder:
         )
         query_pe, queries, keys, key_pe = tokens, tokens, ctx["keys"], self.image_pe
         for i, layer in enumerate(tf.layers):
+            # image tokens + positional encoding, the same for both cross-attentions
+            # of this layer (the keys change only at its end)
+            keys_pe = ctx["keys_pe"] if i == 0 else keys + key_pe
             if layer.skip_first_layer_pe:
                 queries = self._attend(layer.self_attn, queries, queries, queries)
             else:
@@ -1090,14 +1093,11 @@ class FastDecoder:
                     layer.cross_attn_token_to_image, q, kh=ctx["t2i_k"], vh=ctx["t2i_v"]
                 )
             else:
-                x_q = keys + key_pe
-                out = self._tokens_to_image(layer.cross_attn_token_to_image, q, x_q, keys)
+                out = self._tokens_to_image(layer.cross_attn_token_to_image, q, keys_pe, keys)
             queries = layer.norm2(queries + out)
             queries = layer.norm3(queries + layer.mlp(queries))
             k = queries + query_pe
-            if i == 0:
-                x_q = ctx["keys_pe"]
-            out = self._image_to_tokens(layer.cross_attn_image_to_token, x_q, k, queries)
+            out = self._image_to_tokens(layer.cross_attn_image_to_token, keys_pe, k, queries)
             keys = layer.norm4(keys + out)
         q = queries + query_pe
         out = self._tokens_to_image(tf.final_attn_token_to_image, q, keys + key_pe, keys)
