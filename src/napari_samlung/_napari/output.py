@@ -37,9 +37,9 @@ class Provenance:
 
 class ProvenanceBook:
     """The :class:`Provenance` of every output layer seen, for as long as the layer lives:
-    switching to another image and back keeps what the plugin wrote (a layer
-    edited while it was not the output is checked again, see
-    :meth:`OutputWriter.protected_slices`)."""
+    switching to another image and back keeps what the plugin wrote (slices
+    changed while the layer was not the output are found by their fingerprints
+    when an :class:`OutputWriter` takes the layer again)."""
 
     def __init__(self) -> None:
         self._book: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
