@@ -108,7 +108,6 @@ class Workflow(PropagationMixin):
         self._prop: dict | None = None  # the propagation in progress
         # weights downloads (first use of a SAM ViT): a progress bar in MiB
         self._download_bar = None
-        self._download_mib = 0
         self._download_latest: tuple[int, int | None] | None = None
         self._download_busy = False
         self._relay = _DownloadRelay()
@@ -307,12 +306,10 @@ class Workflow(PropagationMixin):
             self._download_bar = progress(
                 total=total_mib, desc=f"downloading {self.session.model_id} weights (MiB)"
             )
-            self._download_mib = 0
         finished = total is not None and done >= total
-        target = total_mib if finished and total_mib is not None else mib
-        if target > self._download_mib:
-            step, self._download_mib = target - self._download_mib, target
-            self._download_bar.update(step)
+        target = total_mib if finished else mib
+        if target > self._download_bar.n:
+            self._download_bar.update(target - self._download_bar.n)
         of = f" of {total_mib}" if total_mib is not None else ""
         self.on_status(f"downloading {self.session.model_id} weights: {target}{of} MiB…")
         if finished:
