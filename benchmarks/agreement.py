@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     from segment_anything import SamPredictor
 
     from napari_samlung.core.engine import Segmenter
+    from napari_samlung.core.metrics import dice
     from napari_samlung.core.prompts import Prompt, box_xyxy_from_mask
 
     slices = load_slices(args.data, args.ct_step, args.xrays)
@@ -114,16 +115,14 @@ def main(argv: list[str] | None = None) -> dict:
             plain = predictor.predict(box=box, multimask_output=False)[0][0]
             for key, seg in paths.items():
                 fast = seg.predict(embs[key], [Prompt(box_xyxy=box)]).masks[0]
-                inter = int(np.logical_and(fast, plain).sum())
-                size = int(plain.sum()) + int(fast.sum())
                 rows[key].append(
                     {
                         "slice": name,
                         "lung": lung,
                         "plain_px": int(plain.sum()),
                         "fast_px": int(fast.sum()),
-                        "intersection": inter,
-                        "dice": 1.0 if size == 0 else 2 * inter / size,
+                        "intersection": int(np.logical_and(fast, plain).sum()),  # for pooling
+                        "dice": dice(fast, plain),
                     }
                 )
         for seg in paths.values():
