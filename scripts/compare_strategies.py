@@ -25,7 +25,7 @@ from napari_samlung.core.prompts import STRATEGIES
 from napari_samlung.core.volume import segment_from_labels
 from napari_samlung.core.windowing import Window
 from napari_samlung.io import find_cases
-from napari_samlung.runner import load_case
+from napari_samlung.io.datasets import load_case
 
 ROOT = Path(__file__).resolve().parents[1]
 

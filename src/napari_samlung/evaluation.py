@@ -18,7 +18,7 @@ from .core.metrics import SliceScore, read_scores_csv, write_scores_csv
 from .errors import InputFileError, SamlungError
 from .io import Case
 from .io.atomic import atomic_write_text, check_writable
-from .io.images import NIFTI_SUFFIXES, RASTER_SUFFIXES, image_suffix
+from .io.names import NIFTI_SUFFIXES, RASTER_SUFFIXES, image_suffix
 from .runner import CaseResult, RunConfig, evaluate_case, output_name
 
 CSV_NAME = "per_slice.csv"

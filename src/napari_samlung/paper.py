@@ -22,16 +22,14 @@ import numpy as np
 
 from .core.metrics import read_scores_csv
 from .errors import DatasetError
+from .io.names import strip_suffix
 
 _SLICE_SUFFIX = re.compile(r"^(?P<case>.+?)(?:_image)?_slice_(?P<slice>\d+)$")
 
 
 def canonical_case(name: str) -> str:
     """``image_coronacases_001`` / ``coronacases_001.nii`` -> ``coronacases_001``."""
-    name = Path(name).name
-    for ext in (".nii.gz", ".nii", ".npy"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
+    name = strip_suffix(Path(name).name)
     return name[len("image_") :] if name.startswith("image_") else name
 
 

@@ -18,7 +18,10 @@ from .core.metrics import SliceScore
 from .core.models import get_spec
 from .core.volume import VolumeResult, segment_from_labels
 from .core.windowing import Window
-from .io import Case, ImageData, read_image, read_mask, read_montgomery_mask
+from .errors import DatasetError
+from .io import Case, ImageData
+from .io.datasets import load_case
+from .io.names import image_suffix, strip_suffix
 
 
 @dataclass(frozen=True)
@@ -98,16 +101,6 @@ class CaseResult:
     extra: dict = field(default_factory=dict)
 
 
-def load_case(case: Case) -> tuple[ImageData, np.ndarray]:
-    """Read a case's image and its lung labels, placed identically."""
-    image = read_image(case.image_path)
-    if case.right_mask_path is not None:
-        labels = read_montgomery_mask(case.mask_path, case.right_mask_path)
-    else:
-        labels = read_mask(case.mask_path, like=image)
-    return image, labels
-
-
 def evaluate_case(
     segmenter: Segmenter,
     case: Case,
@@ -118,6 +111,8 @@ def evaluate_case(
     """Segment one case from its ground truth and score every slice with lung."""
     t0 = time.perf_counter()
     image, truth = load_case(case)
+    if truth is None:
+        raise DatasetError(f"{case.image_path}: case {case.name} has no mask to score against")
     result = config.segment_from_labels(
         segmenter,
         image.data,
@@ -141,12 +136,7 @@ def evaluate_case(
 def output_name(case: Case, suffix: str | None = None) -> str:
     """File name for a case's predicted mask, next to no user file."""
     src = Path(case.image_path).name
-    for ext in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".npy"):
-        if src.lower().endswith(ext):
-            stem, ext_out = src[: -len(ext)], ext
-            break
-    else:  # pragma: no cover
-        stem, ext_out = Path(src).stem, ".nii.gz"
+    ext_out = image_suffix(src) or ".nii.gz"
     if ext_out in (".jpg", ".jpeg", ".npy"):
         ext_out = ".png" if ext_out != ".npy" else ".nii.gz"
-    return f"{stem}_samlung{suffix or ext_out}"
+    return f"{strip_suffix(src)}_samlung{suffix or ext_out}"

@@ -1,22 +1,22 @@
-"""Reading and writing chest CT volumes, X-rays and lung masks; dataset layouts."""
+"""Reading and writing chest CT volumes, X-rays and lung masks; dataset layouts.
+
+- :mod:`.names`: image suffixes, stems, mask words in file names;
+- :mod:`.geometry`: display orientation, affines, grid checks;
+- :mod:`.nifti`, :mod:`.raster`, :mod:`.npy`: the format parsers;
+- :mod:`.images`: :class:`ImageData` and the three public readers;
+- :mod:`.datasets`: dataset layouts -> cases, and loading one case;
+- :mod:`.writers`, :mod:`.atomic`: atomic writers that never overwrite unasked;
+- :mod:`.tables`: the per-slice scores CSV and the prompts JSON;
+- :mod:`.phantom`: a synthetic chest CT for tests and demos.
+"""
 
 from __future__ import annotations
 
-from .datasets import Case, find_cases, match_key
-from .images import (
-    IMAGE_SUFFIXES,
-    MAX_DIM,
-    MAX_VOXELS,
-    ImageData,
-    check_aligned,
-    display_affine,
-    is_mask_path,
-    looks_like_mask,
-    read_image,
-    read_mask,
-    read_montgomery_mask,
-    same_grid,
-)
+from .checks import MAX_DIM, MAX_VOXELS
+from .datasets import Case, find_cases, load_case, match_key
+from .geometry import check_aligned, display_affine, same_grid
+from .images import ImageData, looks_like_mask, read_image, read_mask, read_montgomery_mask
+from .names import IMAGE_SUFFIXES, is_mask_path
 from .phantom import make_phantom
 from .writers import write_image, write_labels
 
@@ -30,6 +30,7 @@ __all__ = [
     "display_affine",
     "find_cases",
     "is_mask_path",
+    "load_case",
     "looks_like_mask",
     "make_phantom",
     "match_key",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InputFileError
+from .names import image_suffix
 
 
 def check_writable(path: str | Path, overwrite: bool) -> Path:
@@ -32,10 +33,7 @@ def atomic_write(
 ) -> Path:
     """Run ``write(tmp)`` on a temporary file beside ``path``, then move it into place."""
     path = check_writable(path, overwrite)
-    name = path.name.lower()
-    suffix = next(
-        (s for s in (".nii.gz", ".nii", ".png", ".csv", ".json") if name.endswith(s)), path.suffix
-    )
+    suffix = image_suffix(path) or path.suffix  # keep it: nibabel and Pillow go by the suffix
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
     try:
         write(tmp)

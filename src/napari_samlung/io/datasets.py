@@ -23,19 +23,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DatasetError, InputFileError
-from .images import (
+from .images import ImageData, read_image, read_mask, read_montgomery_mask
+from .names import (
     IMAGE_SUFFIXES,
+    IMAGE_TOKENS,
+    MASK_TOKENS,
     has_mask_token,
     image_suffix,
     strip_suffix,
 )
 
-#: Words that mark an image (dropped when matching an image to its mask).
-_IMAGE_TOKENS = frozenset({"image", "images", "img", "imgs"})
-_MASK_WORDS = frozenset(
-    {"mask", "masks", "msk", "seg", "segs", "segmentation", "segmentations", "label", "labels"}
-)
 _IMAGE_DIRS = ("images", "image", "imgs")
 _MASK_DIRS = ("masks", "mask", "labels", "label")
 
@@ -120,10 +120,42 @@ def match_key(path: str | Path, is_mask: bool) -> str:
     ``id001-128x128x64-msk`` and ``x.png`` matches ``x_mask.png``.
     """
     stem = strip_suffix(Path(path).name)
-    drop = _MASK_WORDS if is_mask else _IMAGE_TOKENS
+    drop = MASK_TOKENS if is_mask else IMAGE_TOKENS
     parts = [p for p in re.split(r"[_\-.\s]+", stem.lower()) if p]
     kept = [p for p in parts if p not in drop]
     return "_".join(kept or parts)
+
+
+def load_case(case: Case) -> tuple[ImageData, np.ndarray | None]:
+    """Read a case's image and its lung labels, placed identically.
+
+    Parameters
+    ----------
+    case : Case
+        From :func:`find_cases`.
+
+    Returns
+    -------
+    image : ImageData
+        As :func:`~napari_samlung.io.read_image` returns it.
+    labels : ndarray of uint8 or None
+        Lung labels {0, 1 left, 2 right} on the image's grid (``(slice, row,
+        col)`` or ``(row, col)``); the Montgomery left/right pair is merged.
+        None when the case has no mask.
+
+    Raises
+    ------
+    InputFileError, ShapeMismatchError
+        When a file cannot be read or the mask does not lie on the image's grid.
+    """
+    image = read_image(case.image_path)
+    if case.mask_path is None:
+        return image, None
+    if case.right_mask_path is not None:
+        labels = read_montgomery_mask(case.mask_path, case.right_mask_path)
+    else:
+        labels = read_mask(case.mask_path, like=image)
+    return image, labels
 
 
 # --------------------------------------------------------------------------- layouts

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.labels import LEFT_LUNG, RIGHT_LUNG
-from .images import ImageData, display_affine
+from .geometry import display_affine
+from .images import ImageData
 
 AIR_HU = -1000
 SOFT_TISSUE_HU = 40

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel import orientations as nio
 from PIL import Image
 
 from ..errors import InputFileError, ShapeMismatchError
 from .atomic import atomic_write
-from .images import DISPLAY_ORNT, ImageData, display_affine, image_suffix
+from .geometry import display_affine, display_to_ras, from_display
+from .images import ImageData
+from .names import image_suffix
 
 #: Suffixes the writers understand (matched case-insensitively).
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".png")
-#: Storage orientation of NIfTI files written without a NIfTI source: RAS+.
-_RAS_ORNT = nio.axcodes2ornt(("R", "A", "S"))
 
 
 def write_labels(
@@ -149,8 +148,7 @@ def _write_nifti(
 def _to_source_nifti(array: np.ndarray, meta: dict) -> nib.Nifti1Image:
     """Undo the read-time re-orientation and wrap with the source affine and header."""
     header = meta["nifti_header"].copy()
-    transform = nio.ornt_transform(DISPLAY_ORNT, meta["source_ornt"])
-    stored = np.asarray(nio.apply_orientation(array, transform))
+    stored = from_display(array, meta["source_ornt"])
     if meta.get("added_axes"):
         stored = stored[..., 0]
     if stored.shape != tuple(meta["source_shape"]):
@@ -175,9 +173,7 @@ def _to_ras_nifti(array: np.ndarray, like: ImageData | None) -> nib.Nifti1Image:
         spacing = tuple(like.spacing_zyx_mm) if like is not None else (1.0, 1.0, 1.0)
         spacing = (1.0,) * (3 - len(spacing)) + spacing
         affine = display_affine(spacing)
-    transform = nio.ornt_transform(nio.io_orientation(affine), _RAS_ORNT)
-    stored = np.ascontiguousarray(nio.apply_orientation(array, transform))
-    stored_affine = affine @ nio.inv_ornt_aff(transform, array.shape)
+    stored, stored_affine = display_to_ras(array, affine)
     image = nib.Nifti1Image(stored, stored_affine)
     image.set_qform(stored_affine, code=1)
     image.set_sform(stored_affine, code=1)
