@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from napari_samlung.cli import EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USAGE, main
-from napari_samlung.core.metrics import read_scores_csv
+from napari_samlung.io.tables import read_scores_csv
 
 #: Real test data (read-only): $SAMLUNG_DATA, else <repo>/../shared/data.
 DATA_DIR = Path(

@@ -11,15 +11,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from napari_samlung.core.metrics import (
-    CSV_FIELDS,
     SliceScore,
     Stats,
     dice,
     jaccard,
-    read_scores_csv,
     score_slice,
     summarize,
-    write_scores_csv,
 )
 
 
@@ -119,31 +116,6 @@ def test_summarize_nothing_scored():
     assert math.isnan(summary.dice.mean)
     assert "-" in summary.format_table()
     assert Stats.of([]).n == 0
-
-
-def test_csv_round_trip(tmp_path):
-    scores = [
-        SliceScore("case 1", 3, 0.912345678, 0.8, {1: 0.9, 2: 0.95}, 0.97, 1.5, False),
-        SliceScore("case,2", 0, 0.0, 0.0, {1: 0.0}, float("nan"), 0.1, True),
-    ]
-    path = tmp_path / "per_slice.csv"
-    write_scores_csv(path, scores[:1])
-    write_scores_csv(path, scores[1:], append=True)
-    lines = path.read_text().splitlines()
-    assert lines[0].split(",") == CSV_FIELDS
-    assert len(lines) == 3
-    back = read_scores_csv(path)
-    assert [b.case for b in back] == ["case 1", "case,2"]
-    assert back[0].slice_index == 3
-    assert back[0].dice == pytest.approx(0.912346, abs=1e-9)  # 6 decimals
-    assert back[0].dice_per_lung == {1: 0.9, 2: 0.95}
-    assert back[1].dice_per_lung == {1: 0.0}
-    assert math.isnan(back[1].score)
-    assert back[1].empty_prediction and not back[0].empty_prediction
-    assert summarize(back).empty_predictions == 1
-    # writing without append starts a new file
-    write_scores_csv(path, scores[1:])
-    assert len(read_scores_csv(path)) == 1
 
 
 # --------------------------------------------------------------------------- properties

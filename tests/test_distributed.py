@@ -18,9 +18,9 @@ import torch
 pytest.importorskip("dask.distributed")
 
 from napari_samlung import cli  # noqa: E402
-from napari_samlung.core.metrics import read_scores_csv  # noqa: E402
 from napari_samlung.distributed import evaluate_distributed, run_case_on_worker  # noqa: E402
 from napari_samlung.io import Case, make_phantom, write_image, write_labels  # noqa: E402
+from napari_samlung.io.tables import read_scores_csv  # noqa: E402
 from napari_samlung.runner import RunConfig  # noqa: E402
 
 GOOD = ("case_a", "case_b", "case_c")

@@ -36,11 +36,11 @@ from PIL import Image
 from conftest import closed_port, raw_nifti, save_png, serve_bytes
 from napari_samlung.cli import EXIT_SKIPPED, EXIT_USAGE, build_parser, main
 from napari_samlung.core import models
-from napari_samlung.core.metrics import read_scores_csv
 from napari_samlung.core.prompts import MAX_POINTS_PER_SLICE
 from napari_samlung.io import MAX_DIM, MAX_VOXELS, read_image
 from napari_samlung.io import images as images_module
 from napari_samlung.io import writers as writers_module
+from napari_samlung.io.tables import read_scores_csv
 
 #: The hidden micro random SAM: the real code paths at a fraction of the cost.
 TINY = ["--model", "micro_random", "--precision", "fp32"]

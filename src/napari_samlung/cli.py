@@ -279,7 +279,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if result.scores:
             print(result.summary().format_table())
     else:
-        from .core.propagation import propagate, seeds_from_json, seeds_from_labels
+        from .core.propagation import propagate, seeds_from_labels
+        from .io.tables import seeds_from_json
 
         if args.propagate_from is not None:
             seeds = seeds_from_json(args.propagate_from, image.data.shape)

@@ -14,11 +14,12 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .core.metrics import SliceScore, read_scores_csv, write_scores_csv
+from .core.metrics import SliceScore
 from .errors import InputFileError, SamlungError
 from .io import Case
 from .io.atomic import atomic_write_text, check_writable
 from .io.names import NIFTI_SUFFIXES, RASTER_SUFFIXES, image_suffix
+from .io.tables import read_scores_csv, write_scores_csv
 from .runner import CaseResult, RunConfig, evaluate_case, output_name
 
 CSV_NAME = "per_slice.csv"

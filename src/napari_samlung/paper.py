@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.metrics import read_scores_csv
 from .errors import DatasetError
 from .io.names import strip_suffix
+from .io.tables import read_scores_csv
 
 _SLICE_SUFFIX = re.compile(r"^(?P<case>.+?)(?:_image)?_slice_(?P<slice>\d+)$")
 

@@ -11,12 +11,9 @@ Empty cases, defined once here:
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -162,74 +159,3 @@ def summarize(scores: Iterable[SliceScore], skipped_empty: int = 0) -> Summary:
         skipped_empty=int(skipped_empty),
         empty_predictions=sum(s.empty_prediction for s in scores),
     )
-
-
-CSV_FIELDS = [
-    "case",
-    "slice",
-    "dice",
-    "jaccard",
-    "dice_left_lung",
-    "dice_right_lung",
-    "score",
-    "seconds",
-    "empty_prediction",
-]
-
-
-def score_to_row(s: SliceScore) -> dict:
-    def fmt(v: float | None) -> str:
-        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6f}"
-
-    return {
-        "case": s.case,
-        "slice": s.slice_index,
-        "dice": fmt(s.dice),
-        "jaccard": fmt(s.jaccard),
-        "dice_left_lung": fmt(s.dice_per_lung.get(1)),
-        "dice_right_lung": fmt(s.dice_per_lung.get(2)),
-        "score": fmt(s.score),
-        "seconds": fmt(s.seconds),
-        "empty_prediction": int(s.empty_prediction),
-    }
-
-
-def row_to_score(row: dict) -> SliceScore:
-    def num(key: str) -> float:
-        value = row.get(key, "")
-        return float(value) if value not in ("", None) else float("nan")
-
-    per_lung = {}
-    for label, key in ((1, "dice_left_lung"), (2, "dice_right_lung")):
-        if row.get(key, "") not in ("", None):
-            per_lung[label] = float(row[key])
-    return SliceScore(
-        case=row["case"],
-        slice_index=int(row["slice"]),
-        dice=num("dice"),
-        jaccard=num("jaccard"),
-        dice_per_lung=per_lung,
-        score=num("score"),
-        seconds=num("seconds"),
-        empty_prediction=row.get("empty_prediction") == "1",
-    )
-
-
-def write_scores_csv(path: str | Path, scores: Iterable[SliceScore], append: bool = False) -> None:
-    """Write per-slice scores as CSV (one row per scored slice); ``append`` adds rows."""
-    path = Path(path)
-    new = not (append and path.exists())
-    with open(path, "a" if append else "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        for s in scores:
-            writer.writerow(score_to_row(s))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def read_scores_csv(path: str | Path) -> list[SliceScore]:
-    """Read a CSV written by :func:`write_scores_csv`."""
-    with open(path, newline="") as fh:
-        return [row_to_score(r) for r in csv.DictReader(fh)]

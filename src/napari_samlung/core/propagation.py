@@ -13,11 +13,9 @@ a correction on one slice re-propagates only its own stretch.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -80,69 +78,6 @@ def seeds_from_labels(lung_labels: np.ndarray, slice_index: int | None = None) -
     if not truth[slice_index].any():
         raise PromptError(f"slice {slice_index} of the mask has no lung; choose a slice with lung")
     return [Seed(slice_index, per_lung_prompts(truth[slice_index], accepts_points=True))]
-
-
-_PROMPTS_FORMAT = '{"slices": [{"slice": K, "boxes_xyxy": [[x0, y0, x1, y1]], ...}]}'
-
-
-def seeds_from_json(path: str | Path, shape: tuple[int, ...]) -> list[Seed]:
-    """Read seeds from a small JSON file.
-
-    Format::
-
-        {"slices": [{"slice": 32,
-                     "points_rc": [[120, 80], [130, 300]], "point_labels": [1, 1],
-                     "boxes_xyxy": [[40, 60, 200, 400]], "box_labels": [2]}]}
-
-    ``points_rc`` are (row, col) like napari; ``boxes_xyxy`` are (x0, y0, x1, y1);
-    ``box_labels`` (optional) name the lung each box outlines (1 left, 2 right).
-    """
-    path = Path(path)
-    try:
-        spec = json.loads(path.read_text())
-        entries = spec["slices"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PromptError(
-            f"{path}: not a prompts file ({type(exc).__name__}); expected "
-            '{"slices": [{"slice": K, "boxes_xyxy": [[x0, y0, x1, y1]], ...}]}'
-        ) from None
-    n_slices = shape[0] if len(shape) == 3 else 1
-    if not isinstance(entries, list):
-        raise PromptError(f"{path}: 'slices' must be a list; expected {_PROMPTS_FORMAT}")
-    seeds = []
-    for i, entry in enumerate(entries):
-        try:
-            seeds.append(_seed_from_entry(entry, n_slices, path))
-        except PromptError:
-            raise
-        except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            raise PromptError(
-                f"{path}: slice entry {i} is malformed ({exc}); expected {_PROMPTS_FORMAT}"
-            ) from None
-    if not seeds:
-        raise PromptError(f"{path}: no prompted slices")
-    return seeds
-
-
-def _seed_from_entry(entry: dict, n_slices: int, path: Path) -> Seed:
-    z = int(entry.get("slice", 0))
-    if not 0 <= z < n_slices:
-        raise PromptError(f"{path}: slice {z} is outside the volume (0..{n_slices - 1})")
-    prompts: list[Prompt] = []
-    boxes = entry.get("boxes_xyxy", [])
-    box_labels = entry.get("box_labels", [None] * len(boxes))
-    points = points_rc_to_xy(np.asarray(entry.get("points_rc", []), np.float32))
-    point_labels = np.asarray(entry.get("point_labels", [POSITIVE] * len(points)))
-    for box, label in zip(boxes, box_labels, strict=True):
-        prompts.append(Prompt(box_xyxy=box, target_label=label))
-    if len(points):
-        if prompts and len(prompts) == 1:
-            prompts[0].points_xy, prompts[0].point_labels = points, point_labels
-        else:
-            prompts.append(Prompt(points_xy=points, point_labels=point_labels))
-    if not prompts:
-        raise PromptError(f"{path}: slice {z} has no boxes or points")
-    return Seed(z, prompts)
 
 
 def next_prompts(labels_2d: np.ndarray, accepts_points: bool, margin_frac: float) -> list[Prompt]:
