@@ -21,7 +21,6 @@ from PIL import Image
 from conftest import raw_nifti, save_png
 from napari_samlung.errors import InputFileError, SamlungError
 from napari_samlung.io import ImageData, read_image, read_mask, write_image, write_labels
-from napari_samlung.io import images as images_module
 from napari_samlung.io import writers as writers_module
 from napari_samlung.io.atomic import atomic_write_text
 
@@ -153,7 +152,7 @@ def test_unreadable_file_is_reported_as_permission_denied(tmp_path, monkeypatch)
     path.write_bytes(SEEDS[".nii.gz"])
     real_access = os.access
     monkeypatch.setattr(
-        images_module.os,
+        os,
         "access",
         lambda p, mode, **kw: False if Path(p) == path else real_access(p, mode, **kw),
     )
