@@ -113,8 +113,7 @@ def read_nifti(
             img = nib.load(str(path))
     except _NIFTI_READ_ERRORS as exc:
         raise InputFileError(
-            f"{path}: not a readable NIfTI file ({error_reason(exc)}); re-export or "
-            "re-download it"
+            f"{path}: not a readable NIfTI file ({error_reason(exc)}); re-export or re-download it"
         ) from exc
     shape = tuple(int(n) for n in img.shape)
     # Trailing singleton dimensions beyond 3 (e.g. a 4D file of one volume) are squeezed.
