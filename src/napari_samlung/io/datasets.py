@@ -98,13 +98,7 @@ def find_cases(images: str | Path, masks: str | Path | None = None) -> tuple[lis
         if _is_montgomery_masks(masks_path):
             cases = _montgomery(images, masks_path, problems)
         else:
-            cases = _match(
-                _list_files(images, problems),
-                _list_files(masks_path, problems),
-                problems,
-                masks_path,
-                mixed=False,
-            )
+            cases = _match_folders(images, masks_path, problems)
         return _done(cases, problems, images)
 
     return _done(_root(images, problems), problems, images)
@@ -165,26 +159,14 @@ def _root(root: Path, problems: list[str]) -> list[Case]:
     """Detect the layout of a single root folder."""
     covid_images, covid_masks = root / "COVID-19-CT-Seg_20cases", root / "Lung_Mask"
     if covid_images.is_dir() and covid_masks.is_dir():
-        return _match(
-            _list_files(covid_images, problems),
-            _list_files(covid_masks, problems),
-            problems,
-            covid_masks,
-            mixed=False,
-        )
+        return _match_folders(covid_images, covid_masks, problems)
     cxr, manual = root / "CXR_png", root / "ManualMask"
     if cxr.is_dir() and _is_montgomery_masks(manual):
         return _montgomery(cxr, manual, problems)
     image_dir = _child(root, _IMAGE_DIRS)
     mask_dir = _child(root, _MASK_DIRS)
     if image_dir is not None and mask_dir is not None:
-        return _match(
-            _list_files(image_dir, problems),
-            _list_files(mask_dir, problems),
-            problems,
-            mask_dir,
-            mixed=False,
-        )
+        return _match_folders(image_dir, mask_dir, problems)
     files = _list_files(root, problems)
     mask_files = [f for f in files if has_mask_token(strip_suffix(f.name))]
     image_files = [f for f in files if f not in mask_files]
@@ -210,6 +192,17 @@ def _montgomery(image_dir: Path, manual: Path, problems: list[str]) -> list[Case
     for leftover in sorted(left.values()) + sorted(right.values()):
         problems.append(f"{leftover}: mask has no image in {image_dir}; ignored")
     return cases
+
+
+def _match_folders(image_dir: Path, mask_dir: Path, problems: list[str]) -> list[Case]:
+    """Pair the images of one folder with the masks of another."""
+    return _match(
+        _list_files(image_dir, problems),
+        _list_files(mask_dir, problems),
+        problems,
+        mask_dir,
+        mixed=False,
+    )
 
 
 def _match(
