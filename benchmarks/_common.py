@@ -20,6 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# the random plumbing models (tiny_random, micro_random) live with the tests
+sys.path.append(str(REPO / "tests"))
+import random_sam  # noqa: E402, F401
+
 _STATE: dict = {}
 RESULTS = REPO / "benchmarks" / "results"
 

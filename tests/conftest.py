@@ -1,14 +1,16 @@
 """Shared test fixtures and helpers.
 
 - where the real data lives, and skipping when it is absent;
-- the random-weight segmenters of the core tests (``tiny``, ``micro``) and their helpers;
+- the random-weight test models (``tiny_random``, ``micro_random``, registered from
+  ``random_sam.py``, also in Dask workers), the segmenters of the core tests (``tiny``,
+  ``micro``) and their helpers;
 - the napari widget on the phantom (``phantom_widget``; the napari helpers themselves live
   in ``napari_fixtures.py``);
 - the weights cache, a local HTTP server and a closed port for the download tests;
 - file builders (PNG, hand-made NIfTI headers) for the reader tests.
 
-Heavy imports (torch, napari, nibabel) happen inside the helpers, so that collecting a
-test module that needs none of them stays cheap.
+Heavy imports (napari, nibabel) happen inside the helpers, so that collecting a test
+module that needs none of them stays cheap; torch comes with the test models.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+import random_sam
+
+random_sam.register_in_dask_workers()
 
 if TYPE_CHECKING:
     from napari_samlung.core.engine import Segmenter
@@ -103,12 +109,13 @@ def phantom_widget(make_napari_viewer, qtbot):
 @pytest.fixture
 def weights_cache(tmp_path, monkeypatch) -> Path:
     """An empty weights cache folder ($SAMLUNG_CACHE_DIR), no checkpoint variables set."""
-    from napari_samlung.core import models
+    from napari_samlung.core.models import REGISTRY
+    from napari_samlung.core.weights import checkpoint_env_var
 
     folder = tmp_path / "cache"
     monkeypatch.setenv("SAMLUNG_CACHE_DIR", str(folder))
-    for model_id in models.REGISTRY:
-        monkeypatch.delenv(models.checkpoint_env_var(model_id), raising=False)
+    for model_id in REGISTRY:
+        monkeypatch.delenv(checkpoint_env_var(model_id), raising=False)
     return folder
 
 

@@ -10,17 +10,10 @@ import pytest
 import torch
 
 from conftest import closed_port, serve_bytes
-from napari_samlung.core import models
-from napari_samlung.core.models import (
-    REGISTRY,
-    download,
-    file_xxh128,
-    get_spec,
-    load_model,
-    public_models,
-    resolve_checkpoint,
-    resolve_device,
-)
+from napari_samlung.core import weights
+from napari_samlung.core.hardware import resolve_device
+from napari_samlung.core.models import REGISTRY, get_spec, load_model, public_models
+from napari_samlung.core.weights import download, file_xxh128, load_state, resolve_checkpoint
 from napari_samlung.errors import ModelError, WeightsUnavailableError
 
 PAYLOAD = bytes(range(256)) * 600  # 153,600 bytes, not a multiple of the 1 MiB chunk
@@ -71,7 +64,7 @@ def test_offline_sam_names_url_file_and_checkpoint_option(weights_cache, monkeyp
     url = f"http://127.0.0.1:{closed_port()}/sam_vit_b_01ec64.pth"
     monkeypatch.setitem(REGISTRY, "vit_b", dataclasses.replace(get_spec("vit_b"), url=url))
     with pytest.raises(WeightsUnavailableError) as info:
-        resolve_checkpoint("vit_b")
+        resolve_checkpoint(get_spec("vit_b"))
     message = str(info.value)
     assert url in message
     assert "sam_vit_b_01ec64.pth" in message
@@ -83,7 +76,7 @@ def test_offline_sam_names_url_file_and_checkpoint_option(weights_cache, monkeyp
 
 def test_no_download_allowed_names_the_cache_path(weights_cache):
     with pytest.raises(WeightsUnavailableError, match="sam_vit_l_0b3195.pth") as info:
-        resolve_checkpoint("vit_l", allow_download=False)
+        resolve_checkpoint(get_spec("vit_l"), allow_download=False)
     assert str(weights_cache / "checkpoints") in str(info.value)
     assert "--checkpoint" in str(info.value)
 
@@ -92,8 +85,8 @@ def test_cached_checkpoint_is_used_without_network(weights_cache, monkeypatch):
     target = weights_cache / "checkpoints" / "sam_vit_h_4b8939.pth"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"x")
-    monkeypatch.setattr(models, "download", _no_network)
-    assert resolve_checkpoint("vit_h") == target
+    monkeypatch.setattr(weights, "download", _no_network)
+    assert resolve_checkpoint(get_spec("vit_h")) == target
 
 
 def _no_network(*args, **kwargs):
@@ -107,7 +100,7 @@ def test_partial_file_in_cache_is_never_the_checkpoint(weights_cache, monkeypatc
     part.parent.mkdir(parents=True)
     part.write_bytes(b"half a checkpoint")
     with pytest.raises(WeightsUnavailableError, match="resumed next time"):
-        resolve_checkpoint("vit_b")
+        resolve_checkpoint(get_spec("vit_b"))
     assert part.read_bytes() == b"half a checkpoint", "the partial file is kept for resuming"
     assert not (weights_cache / "checkpoints" / "sam_vit_b_01ec64.pth").exists()
 
@@ -182,7 +175,7 @@ def test_download_cut_short_keeps_the_part_for_resuming(server, tmp_path):
 def test_explicit_checkpoint_missing(weights_cache, tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(WeightsUnavailableError, match="does not exist.*--checkpoint") as info:
-        resolve_checkpoint("vit_b", missing)
+        resolve_checkpoint(get_spec("vit_b"), missing)
     assert str(missing) in str(info.value)
 
 
@@ -190,22 +183,22 @@ def test_empty_checkpoint(weights_cache, tmp_path):
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     with pytest.raises(ModelError, match="is empty"):
-        resolve_checkpoint("vit_b", empty)
+        resolve_checkpoint(get_spec("vit_b"), empty)
 
 
 def test_checkpoint_from_environment_variable(weights_cache, tmp_path, monkeypatch):
     ckpt = tmp_path / "my_vit_b.pth"
     ckpt.write_bytes(b"weights")
     monkeypatch.setenv("SAMLUNG_CHECKPOINT_VIT_B", str(ckpt))
-    monkeypatch.setattr(models, "download", _no_network)
-    assert resolve_checkpoint("vit_b") == ckpt
+    monkeypatch.setattr(weights, "download", _no_network)
+    assert resolve_checkpoint(get_spec("vit_b")) == ckpt
     # an explicit checkpoint wins over the variable
     other = tmp_path / "other.pth"
     other.write_bytes(b"w")
-    assert resolve_checkpoint("vit_b", other) == other
+    assert resolve_checkpoint(get_spec("vit_b"), other) == other
     monkeypatch.setenv("SAMLUNG_CHECKPOINT_VIT_B", str(tmp_path / "gone.pth"))
     with pytest.raises(WeightsUnavailableError, match=r"\$SAMLUNG_CHECKPOINT_VIT_B"):
-        resolve_checkpoint("vit_b")
+        resolve_checkpoint(get_spec("vit_b"))
 
 
 def test_checkpoint_of_the_wrong_architecture(tmp_path):
@@ -285,14 +278,14 @@ def test_lite_medsam_loads_from_the_bundled_file_offline(weights_cache, monkeypa
         raise AssertionError("LiteMedSAM must not touch the network")
 
     monkeypatch.setattr("urllib.request.urlopen", offline)
-    monkeypatch.setattr(models, "download", offline)
-    path = resolve_checkpoint("lite_medsam")
+    monkeypatch.setattr(weights, "download", offline)
+    path = resolve_checkpoint(get_spec("lite_medsam"))
     assert path == Path(get_asset_path()) and path.is_file()
     model, spec, _ = load_model("lite_medsam", device="cpu")
     assert not spec.accepts_points
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     # the weights are the bundled ones, not a random initialisation
-    state = models._load_state(path)
+    state = load_state(path)
     key = next(k for k in state if k.startswith("mask_decoder.") and k.endswith("weight"))
     np.testing.assert_array_equal(model.state_dict()[key].numpy(), state[key].float().numpy())
     assert not weights_cache.exists() or not any(weights_cache.rglob("*.pth"))

@@ -53,8 +53,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def default_cache_root() -> Path:
-    """``core.models.cache_dir() / "embeddings"`` (``$SAMLUNG_CACHE_DIR`` moves it)."""
-    from .models import cache_dir
+    """``core.weights.cache_dir() / "embeddings"`` (``$SAMLUNG_CACHE_DIR`` moves it)."""
+    from .weights import cache_dir
 
     return cache_dir() / "embeddings"
 
