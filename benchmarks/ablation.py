@@ -47,12 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from segment_anything import SamPredictor
 
-    from napari_samlung.core.engine import (
-        FastDecoder,
-        Segmenter,
-        fuse_conv_bn,
-        speed_up_tinyvit,
-    )
+    from napari_samlung.core.engine import Segmenter
+    from napari_samlung.core.fast import FastDecoder, fuse_conv_bn, speed_up_tinyvit
     from napari_samlung.core.prompts import Prompt, box_xyxy_from_mask
     from napari_samlung.core.windowing import Window, to_rgb
 

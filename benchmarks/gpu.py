@@ -40,7 +40,8 @@ def card_slug(name: str) -> str:
 def build(model_id: str, device, sdpa: bool, precision: str):
     import torch
 
-    from napari_samlung.core.engine import Segmenter, use_sdpa_attention
+    from napari_samlung.core.engine import Segmenter
+    from napari_samlung.core.fast import use_sdpa_attention
     from napari_samlung.core.models import get_spec
 
     spec = get_spec(model_id)

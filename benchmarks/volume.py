@@ -78,7 +78,8 @@ def run_baseline(model, accepts_points: bool, cases, window, strategy):
     """SamPredictor.set_image + predict per prompt for every slice with lung."""
     from segment_anything import SamPredictor
 
-    from napari_samlung.core.engine import Prediction, clean_labels, combine_masks
+    from napari_samlung.core.embedding import Prediction
+    from napari_samlung.core.masks import clean_labels, combine_masks
     from napari_samlung.core.metrics import score_slice
     from napari_samlung.core.prompts import get_strategy, prompts_from_labels
     from napari_samlung.core.volume import as_volume

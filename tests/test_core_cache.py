@@ -16,7 +16,8 @@ import torch
 
 from napari_samlung.core import cache as cache_mod
 from napari_samlung.core.cache import MAGIC, DiskCache
-from napari_samlung.core.engine import Embedding, Segmenter
+from napari_samlung.core.embedding import Embedding
+from napari_samlung.core.engine import Segmenter
 from napari_samlung.core.windowing import Window, to_rgb
 
 # ``tiny`` (the registered tiny random SAM, module-scoped) comes from conftest.py.

@@ -18,14 +18,10 @@ import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from conftest import DATA_DIR, fresh, random_rgb
-from napari_samlung.core.engine import (
-    Embedding,
-    Segmenter,
-    clean_labels,
-    cpu_supports_bf16,
-    fit_batch_size,
-    preprocess_shape,
-)
+from napari_samlung.core.embedding import Embedding, encoder_input, preprocess_shape, to_input_xy
+from napari_samlung.core.engine import Segmenter
+from napari_samlung.core.hardware import cpu_supports_bf16, fit_batch_size
+from napari_samlung.core.masks import clean_labels
 from napari_samlung.core.metrics import dice
 from napari_samlung.core.models import get_spec
 from napari_samlung.core.prompts import (
@@ -167,7 +163,7 @@ def test_predict_returns_masks_at_the_original_size(tiny, shape):
     pred = seg.predict(emb, prompts)
     assert pred.masks.shape == (2, *shape) and pred.masks.dtype == bool
     assert pred.logits.shape == (2, *shape) and pred.logits.dtype == np.float32
-    assert pred.scores.shape == (2,)
+    assert pred.predicted_iou.shape == (2,)
     np.testing.assert_array_equal(pred.masks, pred.logits > 0)
     with pytest.raises(PromptError, match="no prompts"):
         seg.predict(emb, [])
@@ -208,7 +204,7 @@ def test_multimask_path(micro):
     emb = seg.embed(random_rgb())
     prompts = prompts_from_labels(two_lungs(), "per-lung-multimask", True)
     pred = seg.predict(emb, prompts, multimask=True)
-    assert pred.masks.shape == (2, 90, 150) and pred.scores.shape == (2,)
+    assert pred.masks.shape == (2, 90, 150) and pred.predicted_iou.shape == (2,)
     strategy = get_strategy("per-lung-multimask")
     labels, _ = seg.segment_slice(random_rgb(), prompts, strategy=strategy)
     assert set(np.unique(labels)) <= {0, 1, 2}
@@ -234,7 +230,7 @@ def test_box_only_model_drops_points(micro):
         ref_labels, ref_score = box_only.segment_slice(rgb, [just_box], validate=validate)
         np.testing.assert_array_equal(labels, ref_labels)
         assert score == pytest.approx(ref_score)
-    assert score == pytest.approx(float(expected.scores[0]))
+    assert score == pytest.approx(float(expected.predicted_iou[0]))
     with pytest.raises(PromptError, match="needs a box"):
         box_only.segment_slice(rgb, [Prompt(points_xy=[[30, 45]], point_labels=[1])])
 
@@ -263,10 +259,10 @@ def test_transform_matches_segment_anything(tiny, shape, long_side):
     emb = Embedding(torch.zeros(1), new_rc, shape)
     rows, cols = shape
     coords_xy = np.array([[0, 0], [cols - 1, 0], [cols - 1, rows - 1], [cols / 3, rows / 7]])
-    ours = tiny._transform_xy(coords_xy, emb)
+    ours = to_input_xy(coords_xy, emb)
     np.testing.assert_allclose(ours, reference.apply_coords(coords_xy, shape), rtol=1e-5)
     box = np.array([cols * 0.8, rows * 0.1, cols - 1, rows * 0.3])
-    ours_box = tiny._transform_xy(box.reshape(2, 2), emb).reshape(4)
+    ours_box = to_input_xy(box.reshape(2, 2), emb).reshape(4)
     np.testing.assert_allclose(ours_box, reference.apply_boxes(box, shape)[0], rtol=1e-5)
 
 
@@ -394,7 +390,7 @@ def test_encoder_input_is_exactly_segment_anythings(micro, shape_rc):
     rgb = random_rgb(shape_rc, seed=sum(shape_rc))
     rgb[: shape_rc[0] // 2] //= 3  # an edge, so that interpolation matters
     seg = fresh(micro)
-    x, new_rc = seg._to_input([rgb])
+    x, new_rc = encoder_input([rgb], seg.spec, seg.device)
     resized = ResizeLongestSide(micro.spec.input_size).apply_image(rgb)
     assert resized.shape[:2] == new_rc
     expected = micro.model.preprocess(

@@ -57,6 +57,23 @@ class Prompt:
         return Prompt(box_xyxy=self.box_xyxy, target_label=self.target_label)
 
 
+def for_model(prompt: Prompt, accepts_points: bool) -> Prompt:
+    """The prompt as a model takes it: the box-only rule, in one place.
+
+    Parameters
+    ----------
+    prompt : Prompt
+    accepts_points : bool
+        False for a box-only model (LiteMedSAM): its points are dropped.
+
+    Returns
+    -------
+    Prompt
+        ``prompt`` itself when the model accepts points, else a copy without points.
+    """
+    return prompt if accepts_points else prompt.without_points()
+
+
 def points_rc_to_xy(points_rc: np.ndarray) -> np.ndarray:
     """Convert (row, col) points to SAM's (x, y).  The one place where axes swap."""
     points_rc = np.asarray(points_rc, np.float32).reshape(-1, 2)
@@ -336,9 +353,10 @@ def validate_prompt(prompt: Prompt, shape_rc: tuple[int, int], accepts_points: b
                 "rectangle around the lung"
             )
         box = np.array([x0, y0, x1, y1], np.float32)
-    points_xy, point_labels = prompt.points_xy, prompt.point_labels
-    if not accepts_points:
-        points_xy, point_labels = np.zeros((0, 2), np.float32), np.zeros((0,), np.int64)
+    checked = for_model(
+        Prompt(prompt.points_xy, prompt.point_labels, box, prompt.target_label), accepts_points
+    )
+    point_labels = checked.point_labels
     if box is None and (len(point_labels) == 0 or not (point_labels == POSITIVE).any()):
         if prompt.has_points and accepts_points:
             raise PromptError(
@@ -349,4 +367,4 @@ def validate_prompt(prompt: Prompt, shape_rc: tuple[int, int], accepts_points: b
             if not accepts_points
             else "no prompt on this slice: add a positive point or a box"
         )
-    return Prompt(points_xy, point_labels, box, prompt.target_label)
+    return checked

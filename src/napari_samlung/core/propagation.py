@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import PromptError
-from .engine import Segmenter, combine_masks
+from .engine import Segmenter
+from .masks import combine_masks
 from .prompts import (
     POSITIVE,
     Prompt,
@@ -46,7 +47,7 @@ class Seed:
 class PropagationResult:
     labels: np.ndarray  # (slices, rows, cols) uint8
     written: list[int] = field(default_factory=list)  # slice indices this run wrote
-    scores: dict[int, float] = field(default_factory=dict)
+    predicted_iou: dict[int, float] = field(default_factory=dict)  # mean per written slice
     stop_reasons: list[str] = field(default_factory=list)
     cancelled: bool = False
     seconds: float = 0.0
@@ -101,7 +102,7 @@ def next_prompts(labels_2d: np.ndarray, accepts_points: bool, margin_frac: float
 def _accept(
     labels: np.ndarray,
     previous: np.ndarray,
-    scores: dict[int, float],
+    predicted_iou: dict[int, float],
     settings: PropagationSettings,
 ) -> tuple[np.ndarray, list[str]]:
     """Drop lungs that fail the stopping rules; say why."""
@@ -113,7 +114,7 @@ def _accept(
         why = None
         if area < settings.min_area_px:
             why = "area below threshold"
-        elif scores.get(value, 1.0) < settings.min_score:
+        elif predicted_iou.get(value, 1.0) < settings.min_score:
             why = "low predicted IoU"
         elif prev_area and not (
             1.0 / settings.max_area_change <= area / prev_area <= settings.max_area_change
@@ -159,11 +160,11 @@ def propagate(
         bounds[z] = (lo, hi)
     done = 0
 
-    def write(z: int, lab: np.ndarray, score: float) -> None:
+    def write(z: int, lab: np.ndarray, iou: float) -> None:
         nonlocal done
         labels[z] = lab
         result.written.append(z)
-        result.scores[z] = score
+        result.predicted_iou[z] = iou
         done += 1
         if on_slice is not None:
             on_slice(z, lab)
@@ -176,7 +177,7 @@ def propagate(
         pred = segmenter.predict(segmenter.embed(rgb), checked)
         per_label = {
             p.target_label: float(s)
-            for p, s in zip(checked, pred.scores, strict=True)
+            for p, s in zip(checked, pred.predicted_iou, strict=True)
             if p.target_label is not None
         }
         return combine_masks(pred, checked), per_label
@@ -197,14 +198,14 @@ def propagate(
                     result.cancelled = True
                     break
                 prompts = next_prompts(previous, segmenter.accepts_points, settings.box_margin_frac)
-                lab, scores = segment(z, prompts)
-                kept, reasons = _accept(lab, previous, scores, settings)
+                lab, iou = segment(z, prompts)
+                kept, reasons = _accept(lab, previous, iou, settings)
                 if not kept.any():
                     result.stop_reasons.append(
                         f"slice {z}: {', '.join(sorted(set(reasons))) or 'nothing found'}"
                     )
                     break
-                write(z, kept, float(np.mean(list(scores.values()))) if scores else float("nan"))
+                write(z, kept, float(np.mean(list(iou.values()))) if iou else float("nan"))
                 previous = kept
                 z += step
             if result.cancelled:

@@ -25,7 +25,7 @@ class SliceResult:
 
     slice_index: int
     labels: np.ndarray  # (rows, cols) uint8
-    score: float
+    predicted_iou: float  # mean of the model's predicted IoU over the slice's prompts
     seconds: float
     metrics: SliceScore | None = None
 
@@ -87,12 +87,12 @@ def iter_segment_from_labels(
         for z, rgb in zip(chunk, rgbs, strict=True):
             t1 = time.perf_counter()
             prompts = prompts_from_labels(truth[z], strat, segmenter.accepts_points)
-            labels, score = segmenter.segment_slice(rgb, prompts, strategy=strat, validate=False)
+            labels, iou = segmenter.segment_slice(rgb, prompts, strategy=strat, validate=False)
             seconds = embed_share + time.perf_counter() - t1
             metrics = score_slice(
-                labels, truth[z], case=case, slice_index=z, score=score, seconds=seconds
+                labels, truth[z], case=case, slice_index=z, score=iou, seconds=seconds
             )
-            yield SliceResult(z, labels, score, seconds, metrics)
+            yield SliceResult(z, labels, iou, seconds, metrics)
 
 
 def segment_from_labels(
