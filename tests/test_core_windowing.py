@@ -201,3 +201,16 @@ def test_bad_level_and_half_given_window_are_refused():
 def test_bad_normalization_is_refused():
     with pytest.raises(ValueError, match="normalization must be 'fixed' or 'per-slice'"):
         Window(-600.0, 1500.0, "global")  # type: ignore[arg-type]
+
+
+def test_rgb_to_grey_is_pillows_luma_and_drops_alpha():
+    from PIL import Image
+
+    from napari_samlung.core.windowing import rgb_to_grey
+
+    rgba = np.random.default_rng(3).integers(0, 256, (40, 30, 4), dtype=np.uint8)
+    expected = np.array(Image.fromarray(rgba[..., :3]).convert("L"))
+    np.testing.assert_array_equal(rgb_to_grey(rgba), expected)
+    np.testing.assert_array_equal(rgb_to_grey(rgba[..., :3].astype(np.float32)), expected)
+    with pytest.raises(ValueError, match="3 or 4 channels"):
+        rgb_to_grey(rgba[..., :2])

@@ -128,11 +128,55 @@ def _minmax_uint8(data: np.ndarray) -> np.ndarray:
 
 
 def to_rgb(slice_2d: np.ndarray, window: Window) -> np.ndarray:
-    """Window one 2D slice (or take an 8-bit one) and stack it to (rows, cols, 3) uint8."""
+    """The encoder input of one slice: windowed and stacked to three channels.
+
+    Parameters
+    ----------
+    slice_2d : np.ndarray
+        (rows, cols) intensities (Hounsfield units for CT), or a (rows, cols, 3)
+        uint8 slice that is already the encoder input (returned as it is).
+    window : Window
+        How to map intensities to 0..255; 8-bit data is never windowed
+        (:func:`is_prewindowed`).
+
+    Returns
+    -------
+    np.ndarray
+        (rows, cols, 3) uint8.
+    """
     slice_2d = np.asarray(slice_2d)
-    if slice_2d.ndim == 3 and slice_2d.shape[-1] == 3 and slice_2d.dtype == np.uint8:
+    if slice_2d.ndim == 3 and slice_2d.shape[-1] == 3 and is_prewindowed(slice_2d):
         return slice_2d
     if slice_2d.ndim != 2:
         raise ValueError(f"expected a 2D slice (rows, cols), got shape {slice_2d.shape}")
     gray = window_to_uint8(slice_2d, window)
     return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601-2 luma of an RGB(A) image, bit-identical to Pillow's ``convert("L")``.
+
+    The one RGB-to-grey conversion of the package (readers and napari layers).
+
+    Parameters
+    ----------
+    rgb : ndarray, shape (..., row, col, 3 or 4)
+        Channel values in 0..255.  uint8 is used as is; other dtypes are
+        rounded and clipped to 0..255 first.  An alpha channel is dropped,
+        not composited.
+
+    Returns
+    -------
+    ndarray of uint8, shape (..., row, col)
+        ``(299 R + 587 G + 114 B) / 1000`` in Pillow's 16-bit fixed point,
+        rounded half up.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim < 3 or rgb.shape[-1] not in (3, 4):
+        raise ValueError(f"rgb must have 3 or 4 channels last, got shape {rgb.shape}")
+    channels = rgb[..., :3]
+    if channels.dtype != np.uint8:
+        channels = np.clip(np.rint(channels.astype(np.float64)), 0, 255)
+    channels = channels.astype(np.uint32)
+    luma = channels[..., 0] * 19595 + channels[..., 1] * 38470 + channels[..., 2] * 7471
+    return ((luma + 0x8000) >> 16).astype(np.uint8)
