@@ -34,7 +34,3 @@ class WeightsUnavailableError(ModelError):
 
 class DatasetError(SamlungError, ValueError):
     """A dataset folder has no usable image/mask pairs."""
-
-
-class Cancelled(SamlungError):
-    """A long run was cancelled by the user; completed work is kept."""

@@ -14,7 +14,6 @@ from ..errors import ShapeMismatchError
 
 LEFT_LUNG = 1
 RIGHT_LUNG = 2
-LUNG_NAMES = {LEFT_LUNG: "left lung", RIGHT_LUNG: "right lung"}
 
 #: Integer masks with more distinct values than this are not treated as lung labels.
 MAX_LABEL_VALUES = 3
