@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from conftest import DATA_DIR
 from napari_samlung.core.labels import (
     LEFT_LUNG,
     RIGHT_LUNG,
@@ -19,11 +19,6 @@ from napari_samlung.core.labels import (
 )
 from napari_samlung.core.metrics import dice
 from napari_samlung.errors import ShapeMismatchError
-
-#: Real test data (read-only): $SAMLUNG_DATA, else <repo>/../shared/data.
-DATA_DIR = Path(
-    os.environ.get("SAMLUNG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
 
 
 def two_blobs(shape=(40, 60)) -> np.ndarray:
