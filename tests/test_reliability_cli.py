@@ -38,7 +38,6 @@ from napari_samlung.cli import EXIT_SKIPPED, EXIT_USAGE, build_parser, main
 from napari_samlung.core import models
 from napari_samlung.core.prompts import MAX_POINTS_PER_SLICE
 from napari_samlung.io import MAX_DIM, MAX_VOXELS, read_image
-from napari_samlung.io import images as images_module
 from napari_samlung.io import writers as writers_module
 from napari_samlung.io.tables import read_scores_csv
 
@@ -249,9 +248,9 @@ def test_unreadable_image_chmod_000(xray, tmp_path, capsys):
 
 def test_unreadable_image_is_named_permission_denied(xray, tmp_path, capsys, monkeypatch):
     image, mask = xray
-    real_access = images_module.os.access
+    real_access = os.access
     monkeypatch.setattr(
-        images_module.os,
+        os,
         "access",
         lambda p, mode, **kw: False if Path(p) == image else real_access(p, mode, **kw),
     )
