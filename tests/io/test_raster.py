@@ -16,7 +16,6 @@ from napari_samlung.io import (
     read_mask,
     read_montgomery_mask,
 )
-from napari_samlung.io.raster import rgb_to_grey
 
 
 @requires_data("montgomery")
@@ -70,16 +69,3 @@ def test_rgb_and_rgba_png_become_gray_and_alpha_is_dropped(tmp_path: Path):
     jpeg = tmp_path / "x.jpg"
     Image.fromarray(rgb).save(jpeg, quality=95)
     assert read_image(jpeg).data.shape == (8, 10)
-
-
-def test_rgb_to_grey_is_pillows_luma_for_uint8_and_rounds_floats():
-    rgb = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
-    expected = np.asarray(Image.fromarray(rgb).convert("L"))
-    np.testing.assert_array_equal(rgb_to_grey(rgb), expected)
-    rgba = np.dstack([rgb, np.zeros(rgb.shape[:2], np.uint8)])
-    np.testing.assert_array_equal(rgb_to_grey(rgba), expected)  # alpha dropped
-    np.testing.assert_array_equal(rgb_to_grey(rgb.astype(np.float32) + 0.2), expected)
-    assert rgb_to_grey(np.full((1, 1, 3), 300.0)).tolist() == [[255]]  # clipped
-    assert rgb_to_grey(np.zeros((2, 3, 3), np.uint8)).dtype == np.uint8
-    with pytest.raises(ValueError, match="3 or 4 channels"):
-        rgb_to_grey(np.zeros((4, 5)))

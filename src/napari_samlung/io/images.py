@@ -12,7 +12,8 @@ stored; no re-orientation is possible without a header.
 Intensity conventions
 ---------------------
 - PNG/JPEG: see :mod:`napari_samlung.io.raster` (uint8 grey; 16-bit min-max
-  scaled; colour to grey with :func:`~napari_samlung.io.raster.rgb_to_grey`).
+  scaled; colour to grey with
+  :func:`~napari_samlung.core.windowing.rgb_to_grey`).
 - NIfTI: see :mod:`napari_samlung.io.nifti` (stored type kept after scaling;
   NaN/Inf replaced by the minimum finite value, with a warning).
 - ``.npy``: int16 Hounsfield slices stay int16, uint8 (already windowed)

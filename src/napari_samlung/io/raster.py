@@ -1,9 +1,10 @@
-"""Reading PNG/JPEG X-rays and masks as 2D arrays, and the one RGB-to-grey conversion.
+"""Reading PNG/JPEG X-rays and masks as 2D arrays.
 
 - 8-bit images stay uint8.  16-bit (and 32-bit integer) PNGs are linearly
   min-max scaled to uint8 over the whole image.
-- Colour is converted to grey with :func:`rgb_to_grey` (ITU-R 601-2 luma);
-  an alpha channel is dropped (not composited) before that.
+- Colour is converted to grey with
+  :func:`~napari_samlung.core.windowing.rgb_to_grey` (ITU-R 601-2 luma, as
+  Pillow); an alpha channel is dropped (not composited) before that.
 - Masks keep their raw grey values, so the caller can tell labels from
   anti-aliasing.
 """
@@ -15,38 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..core.windowing import Window, window_to_uint8
+from ..core.windowing import Window, rgb_to_grey, window_to_uint8
 from ..errors import InputFileError
 from .checks import check_size, error_reason
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-
-
-def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R 601-2 luma of an RGB(A) image, bit-identical to Pillow's ``convert("L")``.
-
-    Parameters
-    ----------
-    rgb : ndarray, shape (..., row, col, 3 or 4)
-        Channel values in 0..255.  uint8 is used as is; other dtypes are
-        rounded and clipped to 0..255 first.  An alpha channel is dropped,
-        not composited.
-
-    Returns
-    -------
-    ndarray of uint8, shape (..., row, col)
-        ``(299 R + 587 G + 114 B) / 1000`` in Pillow's 16-bit fixed point,
-        rounded half up.
-    """
-    rgb = np.asarray(rgb)
-    if rgb.ndim < 3 or rgb.shape[-1] not in (3, 4):
-        raise ValueError(f"rgb must have 3 or 4 channels last, got shape {rgb.shape}")
-    channels = rgb[..., :3]
-    if channels.dtype != np.uint8:
-        channels = np.clip(np.rint(channels.astype(np.float64)), 0, 255)
-    channels = channels.astype(np.uint32)
-    luma = channels[..., 0] * 19595 + channels[..., 1] * 38470 + channels[..., 2] * 7471
-    return ((luma + 0x8000) >> 16).astype(np.uint8)
 
 
 def read_raster(path: Path, as_mask: bool = False) -> tuple[np.ndarray, dict]:
