@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..io import ImageData
+from ..io.names import strip_suffix
 from ..runner import RunConfig
 from .reader import image_tuple, labels_tuple
 
@@ -29,11 +30,7 @@ def build_viewer(
 
     if viewer is None:
         viewer = napari.Viewer(title="napari-samlung")
-    name = image.source_path.name if image.source_path is not None else "phantom"
-    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".npy"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    name = strip_suffix(image.source_path.name) if image.source_path is not None else "phantom"
     data, kwargs, _ = image_tuple(image, name)
     viewer.add_image(data, **kwargs)
     if labels is not None:

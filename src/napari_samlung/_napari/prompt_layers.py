@@ -6,6 +6,8 @@ layers share the image layer's scale and translate).  The one conversion to
 SAM's ``(x, y)`` is :func:`napari_samlung.core.prompts.points_rc_to_xy`.
 
 No Qt here: these functions take and return napari layers and numpy arrays.
+:func:`seeds_from_layers` reads the seeds of a propagation: every prompted
+slice, its prompts read and checked exactly as the interactive path does.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from ..core.prompts import (
     POSITIVE,
     Prompt,
     box_xyxy_to_rc_corners,
+    for_model,
     points_rc_to_xy,
     points_xy_to_rc,
 )
+from ..errors import PromptError
 
 #: Feature of the Points layer that holds the point's label.
 POSITIVE_FEATURE = "positive"
@@ -63,25 +67,17 @@ class SlicePrompts:
         """
         labels = np.where(self.positive, POSITIVE, NEGATIVE).astype(np.int64)
         points_xy = points_rc_to_xy(self.points_rc)
-        if not accepts_points:
-            points_xy, labels = np.zeros((0, 2), np.float32), np.zeros((0,), np.int64)
         if not self.boxes_rc:
-            if len(points_xy) == 0:
-                return []
-            return [Prompt(points_xy=points_xy, point_labels=labels)]
-        boxes_xyxy = [points_rc_to_xy(b).reshape(4) for b in self.boxes_rc]
-        owner = [_nearest_box(p, boxes_xyxy) for p in points_xy]
-        prompts = []
-        for i, box in enumerate(boxes_xyxy):
-            mine = np.array([o == i for o in owner], bool)
-            prompts.append(
-                Prompt(
-                    points_xy=points_xy[mine] if len(mine) else points_xy,
-                    point_labels=labels[mine] if len(mine) else labels,
-                    box_xyxy=box,
-                )
-            )
-        return prompts
+            prompts = [Prompt(points_xy=points_xy, point_labels=labels)] if len(points_xy) else []
+        else:
+            boxes_xyxy = [points_rc_to_xy(b).reshape(4) for b in self.boxes_rc]
+            owner = np.array([_nearest_box(p, boxes_xyxy) for p in points_xy], int)
+            prompts = [
+                Prompt(points_xy[owner == i], labels[owner == i], box_xyxy=box)
+                for i, box in enumerate(boxes_xyxy)
+            ]
+        prompts = [for_model(p, accepts_points) for p in prompts]
+        return [p for p in prompts if p.has_points or p.box_xyxy is not None]
 
 
 def _nearest_box(point_xy: np.ndarray, boxes_xyxy: list[np.ndarray]) -> int:
@@ -233,3 +229,60 @@ def replace_slice_prompts(
 def clear_slice_prompts(points_layer, shapes_layer, slice_index: int) -> None:
     """Remove every point and box of ``slice_index``."""
     replace_slice_prompts(points_layer, shapes_layer, slice_index, [])
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def prompted_slices(points_layer, shapes_layer, n_slices: int) -> list[int]:
+    """Slices holding a point or a rectangle; PromptError for one outside the volume."""
+    found: set[int] = set()
+    ndim = 2
+    if points_layer is not None and len(points_layer.data):
+        data = np.asarray(points_layer.data, float)
+        ndim = data.shape[1]
+        found.update(int(z) for z in np.rint(data[:, 0]))
+    if shapes_layer is not None and len(shapes_layer.data):
+        for verts, kind in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
+            verts = np.asarray(verts, float)
+            if kind == "rectangle":
+                ndim = verts.shape[1]
+                found.add(int(np.rint(verts[0, 0])))
+    if ndim == 2:
+        return [0] if found else []
+    outside = sorted(z for z in found if not 0 <= z < n_slices)
+    if outside:
+        raise PromptError(
+            f"a prompt lies on slice {outside[0]}, outside the image (slices 0..{n_slices - 1}); "
+            "delete it or move it onto the image"
+        )
+    return sorted(found)
+
+
+def slice_prompts(points_layer, shapes_layer, session, slice_index: int) -> list[Prompt]:
+    """The checked prompts of one slice, as the interactive path makes them."""
+    here = read_slice_prompts(points_layer, shapes_layer, slice_index)
+    prompts = here.to_prompts(session.accepts_points)
+    if not prompts:
+        raise PromptError(BOX_ONLY_MESSAGE)
+    return session.check_prompts(slice_index, prompts)
+
+
+def seeds_from_layers(points_layer, shapes_layer, session) -> list:
+    """One :class:`~napari_samlung.core.propagation.Seed` per prompted slice.
+
+    Raises PromptError naming the slice when one is unusable.
+    """
+    from ..core.propagation import Seed  # imports torch: only when propagating
+
+    seeds = []
+    for z in prompted_slices(points_layer, shapes_layer, session.n_slices):
+        try:
+            seeds.append(Seed(z, slice_prompts(points_layer, shapes_layer, session, z)))
+        except PromptError as exc:
+            raise PromptError(f"slice {z}: {exc}") from None
+    if not seeds:
+        raise PromptError(
+            "nothing to propagate: click points or draw a box on one or a few slices first"
+        )
+    return seeds

@@ -24,13 +24,13 @@ from ..io import (
     ImageData,
     find_cases,
     is_mask_path,
+    load_case,
     looks_like_mask,
     read_image,
     read_mask,
-    read_montgomery_mask,
 )
-from ..io.images import has_mask_token, image_suffix, strip_suffix
-from .layer_utils import ct_contrast_limits, placement
+from ..io.names import has_mask_token, image_suffix, strip_suffix
+from .layers import META_KEY, READER_WINDOW_KEY, ct_display_window, placement
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,10 @@ def image_tuple(image: ImageData, name: str) -> tuple:
     """An Image layer data tuple, in the lung window for CT in Hounsfield units."""
     kwargs = {"name": name, "colormap": "gray", **placement(image, role="image")}
     if image.modality == "ct":
-        limits = ct_contrast_limits(image.data)
-        if limits is not None:
-            kwargs["contrast_limits"] = limits
+        window = ct_display_window(image.data)
+        if window is not None:
+            kwargs["contrast_limits"] = window.limits_hu
+            kwargs["metadata"][META_KEY][READER_WINDOW_KEY] = (window.level, window.width)
     return (image.data, kwargs, "image")
 
 
@@ -140,13 +141,9 @@ def read_dataset_folder(path: Path) -> list[tuple] | None:
         return None
     cases, _problems = find_cases(path)
     case = cases[0]
-    image = read_image(case.image_path)
+    image, labels = load_case(case)
     layers = [image_tuple(image, case.name)]
-    if case.mask_path is not None:
-        if case.right_mask_path is not None:
-            labels = read_montgomery_mask(case.mask_path, case.right_mask_path)
-        else:
-            labels = read_mask(case.mask_path, like=image)
+    if labels is not None:
         layers.append(labels_tuple(labels, image, f"{case.name} ground truth"))
     if len(cases) > 1:
         _notify(

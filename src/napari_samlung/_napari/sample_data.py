@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core.models import cache_dir, download
+from ..core.weights import cache_dir, download
 from ..errors import SamlungError
 from ..io import read_image, read_mask, read_montgomery_mask
 from ..io.phantom import make_phantom

@@ -17,12 +17,13 @@ import numpy as np
 
 from ..core.engine import Segmenter
 from ..core.labels import to_lung_labels
-from ..core.metrics import SliceScore, Summary, score_slice, summarize, write_scores_csv
+from ..core.metrics import SliceScore, Summary, score_slice, summarize
 from ..core.models import get_spec
 from ..core.prompts import Prompt, get_strategy, prompts_from_labels, validate_prompt
 from ..core.volume import SliceResult, iter_segment_from_labels
 from ..core.windowing import Window, is_prewindowed, to_rgb
 from ..errors import ShapeMismatchError
+from ..io.tables import write_scores_csv
 
 #: ``fn(done_bytes, total_bytes or None)``, called from the loading thread.
 DownloadFn = Callable[[int, "int | None"], None]
@@ -56,7 +57,6 @@ class LungSession:
         self.skipped_empty = 0
         self._segmenter: Segmenter | None = None
         self._model_lock = threading.Lock()
-        self.on_download: DownloadFn | None = None  # weights download progress
 
     # ------------------------------------------------------------------ image
 
@@ -88,9 +88,6 @@ class LungSession:
                 f"{self.volume.shape}; choose the labels that belong to this image"
             )
         self.truth = truth_as_lungs(truth)
-
-    def truth_slice(self, slice_index: int) -> np.ndarray | None:
-        return None if self.truth is None else self.truth[slice_index]
 
     @property
     def n_slices(self) -> int:
@@ -128,12 +125,15 @@ class LungSession:
     def model_loaded(self) -> bool:
         return self._segmenter is not None
 
-    def segmenter(self) -> Segmenter:
-        """The segmenter, built on first use (may take seconds; call from a worker)."""
+    def segmenter(self, on_download: DownloadFn | None = None) -> Segmenter:
+        """The segmenter, built on first use (may take seconds; call from a worker).
+
+        ``on_download(done_bytes, total_bytes)`` reports a weights download, if one is needed.
+        """
         with self._model_lock:
             if self._segmenter is None:
                 self._segmenter = self.segmenter_factory(
-                    self.model_id, self.checkpoint, self.device, self.on_download
+                    self.model_id, self.checkpoint, self.device, on_download
                 )
             return self._segmenter
 
@@ -230,6 +230,27 @@ class LungSession:
             float(np.mean([s.jaccard for s in values])),
         )
 
+    def readout(self, slice_index: int | None, has_truth: bool, summary: str = "") -> str:
+        """The score readout: Dice and Jaccard of ``slice_index``, their means, ``summary``."""
+        if not has_truth:
+            lines = ["choose a ground-truth layer to see Dice and Jaccard"]
+        else:
+            score = self.scores.get(slice_index) if slice_index is not None else None
+            if score is not None:
+                lines = [
+                    f"slice {slice_index}: Dice {_pct(score.dice)}  Jaccard {_pct(score.jaccard)}"
+                ]
+            elif slice_index is not None:
+                lines = [f"slice {slice_index}: not scored yet"]
+            else:
+                lines = []
+            n, dice, jaccard = self.mean_scores()
+            if n:
+                lines.append(f"mean of {n} slices: Dice {_pct(dice)}  Jaccard {_pct(jaccard)}")
+        if summary:
+            lines += ["", summary]
+        return "\n".join(lines)
+
     def summary(self) -> Summary:
         return summarize(self.sorted_scores(), self.skipped_empty)
 
@@ -239,6 +260,10 @@ class LungSession:
     def export_scores(self, path: str | Path) -> Path:
         write_scores_csv(path, self.sorted_scores())
         return Path(path)
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.2f} %"
 
 
 def truth_as_lungs(truth: np.ndarray) -> np.ndarray:

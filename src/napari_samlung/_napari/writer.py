@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_labels
-from .layer_utils import like_from_metadata
+from .layers import like_from_metadata
 
 
 def _like(data: np.ndarray, attributes: dict):

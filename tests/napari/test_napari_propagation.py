@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from napari.layers import Points, Shapes
-
 from napari_fixtures import (
     MID,
     PERMISSIVE,
@@ -24,13 +23,15 @@ from napari_fixtures import (
     tiny_factory,
     wait_idle,
 )
+
 from napari_samlung._napari.prompt_layers import (
     BOX_ONLY_MESSAGE,
     make_points_layer,
     make_shapes_layer,
+    prompted_slices,
     read_slice_prompts,
+    seeds_from_layers,
 )
-from napari_samlung._napari.propagation import prompted_slices, seeds_from_layers
 from napari_samlung._napari.session import LungSession
 from napari_samlung.core.propagation import PropagationSettings
 from napari_samlung.errors import PromptError
@@ -41,7 +42,7 @@ LUNG_POINTS = [[32, 18], [32, 46]]  # (row, col): one point in each lung of the 
 
 def _prompt(widget, qtbot, z: int = MID, points=LUNG_POINTS) -> None:
     """Go to slice z and click points there (the interactive path segments it)."""
-    viewer, wf = widget.viewer, widget.workflow
+    viewer, wf = widget.viewer, widget.image_layers
     go_to_slice(viewer, image_layer(viewer), z)
     add_points(wf.points_layer, z, points)
     wait_idle(qtbot, widget)
@@ -135,8 +136,8 @@ def test_2d_layers_have_one_slice():
 
 def test_propagate_from_one_slice_shows_slices_and_undoes(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
-    wf.propagation_settings = PERMISSIVE
+    wf = widget.image_layers
+    widget.runs.propagation_settings = PERMISSIVE
     widget.ground_truth.value = None  # propagation needs no ground truth
     _prompt(widget, qtbot)
     output = wf.writer.layer
@@ -146,7 +147,7 @@ def test_propagate_from_one_slice_shows_slices_and_undoes(phantom_widget, qtbot)
     original = wf.writer.write_slice
 
     def spy(z, labels, propagated=False):
-        writes.append((z, wf.running, propagated))
+        writes.append((z, widget.runs.running, propagated))
         return original(z, labels, propagated)
 
     wf.writer.write_slice = spy
@@ -168,8 +169,8 @@ def test_propagate_from_one_slice_shows_slices_and_undoes(phantom_widget, qtbot)
 
 def test_propagate_keeps_painted_slices_unless_told(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
-    wf.propagation_settings = PERMISSIVE
+    wf = widget.image_layers
+    widget.runs.propagation_settings = PERMISSIVE
     _prompt(widget, qtbot)
     output = wf.writer.layer
     output.brush_size = 3
@@ -188,14 +189,14 @@ def test_propagate_keeps_painted_slices_unless_told(phantom_widget, qtbot):
 
 def test_correction_reseeds_its_stretch_and_clears_what_it_no_longer_reaches(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
-    wf.propagation_settings = PERMISSIVE
+    wf = widget.image_layers
+    widget.runs.propagation_settings = PERMISSIVE
     _prompt(widget, qtbot)
     _propagate(widget, qtbot)
     output = wf.writer.layer
     assert label_slices(output.data) == list(range(8))
     # rules that stop at once, and a new seed on slice 1
-    wf.propagation_settings = PropagationSettings(min_score=math.inf)
+    widget.runs.propagation_settings = PropagationSettings(min_score=math.inf)
     _prompt(widget, qtbot, z=1)
     _propagate(widget, qtbot)
     assert label_slices(output.data) == [1, MID]
@@ -210,8 +211,8 @@ def test_correction_reseeds_its_stretch_and_clears_what_it_no_longer_reaches(pha
 
 def test_cancel_propagation_keeps_whole_slices(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
-    wf.propagation_settings = PERMISSIVE
+    wf = widget.image_layers
+    widget.runs.propagation_settings = PERMISSIVE
     _prompt(widget, qtbot)
     full, before = rerun_and_cancel(widget, qtbot, widget.propagate_button)
     output = wf.writer.layer
@@ -228,7 +229,7 @@ def test_cancel_propagation_keeps_whole_slices(phantom_widget, qtbot):
 
 def test_propagate_problems_are_notifications(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     with capture_notifications() as shown:
         _propagate(widget, qtbot)
         assert "nothing to propagate" in messages(shown, "warning")
@@ -249,11 +250,11 @@ def test_propagate_on_a_2d_image(make_napari_viewer, qtbot):
     viewer.add_image(image.data[MID], name="xray")
     widget = SamLungWidget(viewer, segmenter_factory=tiny_factory)
     wait_idle(qtbot, widget)
-    wf = widget.workflow
+    wf = widget.image_layers
     wf.points_layer.add([32, 18])
-    wf._timer.stop()
+    wait_idle(qtbot, widget)
     widget.propagate_button.clicked()
     wait_idle(qtbot, widget)
     assert wf.writer.layer.data.ndim == 2 and wf.writer.layer.data.any()
     assert widget.status.value == "propagated from slice(s) 0: 1 slice segmented"
-    widget.close_workflow()
+    widget.shutdown()

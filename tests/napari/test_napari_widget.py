@@ -7,41 +7,35 @@ import csv
 import numpy as np
 import pandas as pd
 import pytest
-
 from napari_fixtures import (
     LUNG_SLICES,
     MID,
     PHANTOM_SHAPE,
+    PredictionCounter,
     box_only_factory,
+    capture_notifications,
+    click,
     go_to_slice,
     image_layer,
     label_slices,
+    undo_steps,
     wait_idle,
 )
+from qtpy.QtWidgets import QFileDialog, QMessageBox
+
 from napari_samlung._napari.launch import build_viewer
-from napari_samlung._napari.workflow import BOX_ONLY_MESSAGE
+from napari_samlung._napari.prompt_layers import BOX_ONLY_MESSAGE
+from napari_samlung._napari.widget import SamLungWidget
 from napari_samlung.io.phantom import make_phantom
 from napari_samlung.runner import RunConfig
 
 pytestmark = pytest.mark.gui
 
 
-def _notifications(monkeypatch):
-    """Capture napari notifications shown by the workflow and widget modules."""
-    shown: list[tuple[str, str]] = []
-    for module in ("workflow", "widget"):
-        for kind in ("show_info", "show_warning", "show_error"):
-            monkeypatch.setattr(
-                f"napari_samlung._napari.{module}.{kind}",
-                lambda msg, kind=kind: shown.append((kind, str(msg))),
-            )
-    return shown
-
-
 def test_widget_sets_up_layers_with_image_placement(phantom_widget):
     viewer, widget, _ = phantom_widget
     image = image_layer(viewer)
-    wf = widget.workflow
+    wf = widget.image_layers
     assert widget.ground_truth.value.name == "phantom ground truth"
     output = wf.writer.layer
     assert output.name == "phantom lungs"
@@ -54,7 +48,7 @@ def test_widget_sets_up_layers_with_image_placement(phantom_widget):
 
 def test_points_segment_current_slice_only_and_undo(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     go_to_slice(viewer, image_layer(viewer), MID)
     wait_idle(qtbot, widget)
     assert wf.current_slice() == MID
@@ -85,21 +79,23 @@ def test_points_segment_current_slice_only_and_undo(phantom_widget, qtbot):
 
 def test_same_prompts_do_not_segment_twice(phantom_widget, qtbot):
     viewer, widget, recorder = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     go_to_slice(viewer, image_layer(viewer), 3)
     wait_idle(qtbot, widget)
+    predictions = PredictionCounter(widget.session.segmenter())
     wf.points_layer.data = np.array([[3, 32, 18]], float)
     wait_idle(qtbot, widget)
-    undo_steps = len(wf.writer.layer._undo_history)
-    assert undo_steps == 1
+    assert predictions.calls == 1
+    assert undo_steps(wf.writer.layer) == 1
     wf.points_layer.data = np.array([[3, 32, 18]], float)  # same prompts again
     wait_idle(qtbot, widget)
-    assert len(wf.writer.layer._undo_history) == undo_steps
+    assert predictions.calls == 1
+    assert undo_steps(wf.writer.layer) == 1
 
 
 def test_box_prompt_segments_slice(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     go_to_slice(viewer, image_layer(viewer), MID)
     wait_idle(qtbot, widget)
     box = np.array([[MID, 10, 5], [MID, 10, 59], [MID, 54, 59], [MID, 54, 5]], float)
@@ -113,7 +109,7 @@ def test_switching_image_and_back_remembers_what_the_plugin_wrote(phantom_widget
     """Slices the plugin wrote stay the plugin's after a visit to another image (a
     volume run may replace them); a slice changed while away is protected."""
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     first = image_layer(viewer)
     go_to_slice(viewer, first, MID)
     wait_idle(qtbot, widget)
@@ -144,11 +140,15 @@ def test_changing_the_window_re_embeds(phantom_widget, qtbot):
     calls = recorder.encoder_calls
     assert calls >= 1
     assert widget.window_preset.enabled  # int16 CT: windowing applies
-    widget.set_window(-600.0, 1500.0)
-    wait_idle(qtbot, widget)
-    assert recorder.encoder_calls > calls
+    # docking kept the lung window the reader opened the CT in (not the model's default)
     assert tuple(image_layer(viewer).contrast_limits) == (-1350.0, 150.0)
     assert widget.window_preset.value == "lung"
+    assert (widget.session.window.level, widget.session.window.width) == (-600.0, 1500.0)
+    widget.set_window(-500.0, 1000.0)
+    wait_idle(qtbot, widget)
+    assert recorder.encoder_calls > calls
+    assert tuple(image_layer(viewer).contrast_limits) == (-1000.0, 0.0)
+    assert widget.window_preset.value == "narrow-lung"
     # the preset control drives level and width too
     calls = recorder.encoder_calls
     widget.window_preset.value = "mediastinum"
@@ -190,10 +190,11 @@ def test_slice_change_embeds_in_background(phantom_widget, qtbot):
 
 def test_segment_slice_from_truth_shows_editable_prompts(phantom_widget, qtbot):
     viewer, widget, recorder = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     go_to_slice(viewer, image_layer(viewer), MID)
     wait_idle(qtbot, widget)
     widget.strategy.value = "paper"
+    predictions = PredictionCounter(widget.session.segmenter())
     widget.segment_slice_button.clicked()
     wait_idle(qtbot, widget)
     # paper prompts: two positive points, one negative at the box centre, one box
@@ -202,19 +203,19 @@ def test_segment_slice_from_truth_shows_editable_prompts(phantom_widget, qtbot):
     assert np.all(np.asarray(wf.points_layer.data)[:, 0] == MID)
     assert len(wf.shapes_layer.data) == 1
     assert MID in widget.session.scores
-    undo_steps = len(wf.writer.layer._undo_history)
-    assert undo_steps == 1  # one segmentation, not a second one for the shown prompts
+    # one segmentation, not a second one for the shown prompts
+    assert predictions.calls == 1 and undo_steps(wf.writer.layer) == 1
     # editing the shown prompts segments again
     data = np.asarray(wf.points_layer.data).copy()
     data[0, 2] += 3
     wf.points_layer.data = data
     wait_idle(qtbot, widget)
-    assert len(wf.writer.layer._undo_history) == 2
+    assert predictions.calls == 2 and undo_steps(wf.writer.layer) == 2
 
 
 def test_volume_run_fills_lung_slices_and_reports(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     truth = widget.ground_truth.value.data
     widget.segment_volume_button.clicked()
     assert widget.cancel_button.enabled
@@ -234,12 +235,12 @@ def test_volume_run_fills_lung_slices_and_reports(phantom_widget, qtbot):
 
 def test_volume_run_keeps_user_edits(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    output = widget.workflow.writer.layer
+    output = widget.image_layers.writer.layer
     # the user paints on slice MID (through the layer's own paint tool)
     output.brush_size = 5
     output.paint((MID, 30, 30), 2)
     painted = output.data[MID].copy()
-    assert widget.workflow.writer.user_edited == {MID}
+    assert widget.image_layers.writer.user_edited == {MID}
     widget.segment_volume_button.clicked()
     wait_idle(qtbot, widget)
     np.testing.assert_array_equal(output.data[MID], painted)
@@ -253,13 +254,13 @@ def test_cancel_volume_keeps_finished_slices(phantom_widget, qtbot):
     wait_idle(qtbot, widget)
     done = len(widget.session.scores)
     assert done < len(LUNG_SLICES)
-    assert len(label_slices(widget.workflow.writer.layer.data)) == done
+    assert len(label_slices(widget.image_layers.writer.layer.data)) == done
     assert "cancelled" in widget.readout.value
 
 
 def test_clear_slice(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     go_to_slice(viewer, image_layer(viewer), MID)
     wait_idle(qtbot, widget)
     widget.segment_slice_button.clicked()
@@ -282,71 +283,64 @@ def test_export_metrics_asks_before_overwriting(phantom_widget, qtbot, tmp_path,
     widget.segment_slice_button.clicked()
     wait_idle(qtbot, widget)
     target = tmp_path / "scores.csv"
-    cls = type(widget)
-    monkeypatch.setattr(cls, "_ask_save_path", lambda self: str(target))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
     assert widget.export_metrics() == target
     with open(target, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["slice"]) for r in rows] == [MID]
     target.write_text("keep me")
     asked = []
-    monkeypatch.setattr(cls, "_confirm", lambda self, q: asked.append(q) or False)
+    monkeypatch.setattr(
+        QMessageBox, "question", lambda parent, title, q: asked.append(q) or QMessageBox.No
+    )
     assert widget.export_metrics() is None
     assert asked and target.read_text() == "keep me"
-    monkeypatch.setattr(cls, "_confirm", lambda self, q: True)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a: QMessageBox.Yes)
     assert widget.export_metrics() == target
     assert target.read_text().startswith("case,slice")
 
 
-def test_box_only_model_refuses_points_gracefully(make_napari_viewer, qtbot, monkeypatch):
-    shown = _notifications(monkeypatch)
+def test_box_only_model_refuses_points_gracefully(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image, labels = make_phantom(PHANTOM_SHAPE)
     viewer, widget = build_viewer(
         image, labels, RunConfig(), viewer=viewer, segmenter_factory=box_only_factory
     )
     wait_idle(qtbot, widget)
-    wf = widget.workflow
+    wf = widget.image_layers
     assert not widget.session.accepts_points
     go_to_slice(viewer, image_layer(viewer), MID)
     wait_idle(qtbot, widget)
-    wf.points_layer.add([MID, 32, 18])
-    wait_idle(qtbot, widget)
-    assert ("show_info", BOX_ONLY_MESSAGE) in shown
-    assert not wf.writer.layer.data.any()  # nothing to segment without a box
-    box = np.array([[MID, 10, 5], [MID, 10, 59], [MID, 54, 59], [MID, 54, 5]], float)
-    wf.shapes_layer.add_rectangles([box])
-    wait_idle(qtbot, widget)
+    with capture_notifications() as shown:
+        wf.points_layer.add([MID, 32, 18])
+        wait_idle(qtbot, widget)
+        assert ("info", BOX_ONLY_MESSAGE) in shown
+        assert not wf.writer.layer.data.any()  # nothing to segment without a box
+        box = np.array([[MID, 10, 5], [MID, 10, 59], [MID, 54, 59], [MID, 54, 5]], float)
+        wf.shapes_layer.add_rectangles([box])
+        wait_idle(qtbot, widget)
     assert wf.writer.layer.data[MID].any()  # the box is used
-    assert not [s for s in shown if s[0] == "show_error"]
-    widget.close_workflow()
+    assert not [s for s in shown if s[0] == "error"]
+    widget.shutdown()
 
 
 def test_shift_click_adds_negative_point(phantom_widget):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     points = wf.points_layer
     points.mode = "add"
-
-    class Click:
-        modifiers: tuple = ()
-
-    shift = Click()
-    shift.modifiers = ("Shift",)
-    wf._on_points_press(points, shift)
-    points.add([MID, 20, 20])
-    wf._on_points_press(points, Click())
-    points.add([MID, 30, 30])
+    go_to_slice(viewer, image_layer(viewer), MID)
+    click(points, [MID, 20, 20], modifiers=["Shift"])
+    click(points, [MID, 30, 30])
     widget.negative.value = True
-    wf._on_points_press(points, Click())
-    points.add([MID, 40, 40])
+    click(points, [MID, 40, 40])
+    np.testing.assert_allclose(points.data, [[MID, 20, 20], [MID, 30, 30], [MID, 40, 40]])
     assert points.features["positive"].tolist() == [False, True, False]
     colors = np.asarray(points.face_color)
     assert colors[0][0] == 1.0 and colors[1][1] == 1.0  # red negative, green positive
 
 
-def test_errors_are_notifications(make_napari_viewer, qtbot, monkeypatch):
-    shown = _notifications(monkeypatch)
+def test_errors_are_notifications(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((2, 3, 16, 16), np.int16), name="4d")
 
@@ -357,20 +351,20 @@ def test_errors_are_notifications(make_napari_viewer, qtbot, monkeypatch):
 
     from napari_samlung._napari.widget import SamLungWidget
 
-    widget = SamLungWidget(viewer, segmenter_factory=no_weights)
-    assert any(kind == "show_error" and "4 dimensions" in msg for kind, msg in shown)
-    viewer.add_image(make_phantom(PHANTOM_SHAPE)[0].data, name="ct")
-    widget.image.value = viewer.layers["ct"]
-    wait_idle(qtbot, widget)
+    with capture_notifications() as shown:
+        widget = SamLungWidget(viewer, segmenter_factory=no_weights)
+        assert any(kind == "error" and "4 dimensions" in msg for kind, msg in shown)
+        viewer.add_image(make_phantom(PHANTOM_SHAPE)[0].data, name="ct")
+        widget.image.value = viewer.layers["ct"]
+        wait_idle(qtbot, widget)
     assert any("no weights" in msg for _, msg in shown)
     assert "model not available" in widget.status.value
-    widget.close_workflow()
+    widget.shutdown()
 
 
 def test_open_viewer_docks_the_widget(make_napari_viewer, monkeypatch):
     """The main job's window (``napari-samlung demo``): image, ground truth, widget."""
     import napari
-
     from napari_samlung._napari import launch
 
     viewer = make_napari_viewer()
@@ -384,12 +378,12 @@ def test_open_viewer_docks_the_widget(make_napari_viewer, monkeypatch):
     widget = viewer.window.dock_widgets[launch.WIDGET_NAME]
     widget = getattr(widget, "_magic_widget", widget)
     assert [layer.name for layer in viewer.layers][:2] == ["phantom", "phantom ground truth"]
-    widget.workflow.tasks.quit_all()
+    widget.shutdown()
 
 
 def test_deleted_prompt_layers_come_back(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     viewer.layers.remove(wf.points_layer)
     viewer.layers.remove(wf.shapes_layer)
     go_to_slice(viewer, image_layer(viewer), MID)
@@ -432,7 +426,7 @@ def test_plugin_entry_points_in_napari(make_napari_viewer, qtbot, tmp_path, monk
     assert tuple(ct.contrast_limits) == (-1350.0, 150.0)
     monkeypatch.setattr(
         "napari_samlung._napari.session.default_segmenter_factory",
-        lambda model_id, checkpoint, device: box_only_factory(),
+        lambda model_id, checkpoint, device, progress=None: box_only_factory(),
     )
     _, widget = viewer.window.add_plugin_dock_widget("napari-samlung", "SAM lung segmentation")
     widget = getattr(widget, "_magic_widget", widget)
@@ -440,4 +434,27 @@ def test_plugin_entry_points_in_napari(make_napari_viewer, qtbot, tmp_path, monk
     wait_idle(qtbot, widget)
     layers = viewer.open_sample("napari-samlung", "phantom")
     assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
-    widget.close_workflow()
+    widget.shutdown()
+
+
+def test_docking_keeps_the_reader_window_else_applies_the_default(make_napari_viewer, qtbot):
+    """One rule on docking: a window the reader set stays (and the model uses it), unless the
+    run's configuration names one; a layer without one gets the model's default window."""
+    image, labels = make_phantom(PHANTOM_SHAPE)
+    viewer = make_napari_viewer()
+    plain = viewer.add_image(image.data, name="plain")  # not opened by our reader
+    widget = SamLungWidget(viewer, segmenter_factory=box_only_factory)
+    wait_idle(qtbot, widget)
+    assert widget.window_preset.value == "narrow-lung"  # LiteMedSAM's default
+    assert tuple(plain.contrast_limits) == (-1000.0, 0.0)
+    widget.shutdown()
+
+    viewer = make_napari_viewer()
+    config = RunConfig(window_preset="mediastinum")
+    viewer, widget = build_viewer(
+        image, labels, config, viewer=viewer, segmenter_factory=box_only_factory
+    )
+    wait_idle(qtbot, widget)
+    assert tuple(image_layer(viewer).contrast_limits) == (-160.0, 240.0)  # asked for: it wins
+    assert (widget.session.window.level, widget.session.window.width) == (40.0, 400.0)
+    widget.shutdown()

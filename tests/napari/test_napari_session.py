@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from napari.layers import Image, Labels, Points, Shapes
-
 from napari_fixtures import PHANTOM_SHAPE, tiny_factory
-from napari_samlung._napari.layer_utils import volume_from_image_layer
+
+from napari_samlung._napari.layers import volume_from_image_layer
 from napari_samlung._napari.output import OutputWriter
 from napari_samlung._napari.prompt_layers import (
     SlicePrompts,
@@ -19,10 +19,10 @@ from napari_samlung._napari.prompt_layers import (
     replace_slice_prompts,
 )
 from napari_samlung._napari.session import LungSession, truth_as_lungs
-from napari_samlung.core.metrics import read_scores_csv
 from napari_samlung.core.prompts import Prompt
 from napari_samlung.errors import SamlungError, ShapeMismatchError
 from napari_samlung.io.phantom import make_phantom
+from napari_samlung.io.tables import read_scores_csv
 
 
 def test_slice_prompts_swap_rows_and_columns_once():

@@ -16,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 import random
 import socket
+import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QEventLoop
-from qtpy.QtWidgets import QApplication
-
 from napari_fixtures import (
     MID,
     PERMISSIVE,
@@ -39,8 +38,12 @@ from napari_fixtures import (
     messages,
     rerun_and_cancel,
     tiny_factory,
+    undo_steps,
     wait_idle,
 )
+from qtpy.QtCore import QEventLoop
+from qtpy.QtWidgets import QApplication, QFileDialog
+
 from napari_samlung._napari.launch import build_viewer
 from napari_samlung._napari.widget import SamLungWidget
 from napari_samlung.core.engine import Segmenter
@@ -51,6 +54,9 @@ from napari_samlung.runner import RunConfig
 
 pytestmark = pytest.mark.gui
 N_SLICES = PHANTOM_SHAPE[0]
+#: Undo steps a napari Labels layer keeps.
+NAPARI_UNDO_LIMIT = 100
+WAIT_S = 60
 OPS = ["add point"] * 2 + ["move point", "delete point", "add box", "move box", "delete box"]
 OPS += ["change slice"]
 
@@ -77,10 +83,10 @@ def test_bad_layers_are_notifications(make_napari_viewer, qtbot):
         widget.image.value = viewer.layers["photo"]
         wait_idle(qtbot, widget)
         assert "'photo' is an RGB image: its grey values are segmented" in messages(shown, "info")
-        widget.workflow.points_layer.add([30, 18])
+        widget.image_layers.points_layer.add([30, 18])
         wait_idle(qtbot, widget)
-        assert widget.workflow.writer.layer.data.any()
-        assert widget.workflow.writer.layer.data.shape == (64, 64)
+        assert widget.image_layers.writer.layer.data.any()
+        assert widget.image_layers.writer.layer.data.shape == (64, 64)
         # a ground truth of another shape is refused
         viewer.add_labels(np.zeros((32, 32), np.uint8), name="small mask")
         widget.ground_truth.value = viewer.layers["small mask"]
@@ -89,7 +95,7 @@ def test_bad_layers_are_notifications(make_napari_viewer, qtbot):
         shown, "error"
     )
     assert not [m for s, m in shown if s == "error" and "Error:" in m]  # no raw exceptions
-    widget.close_workflow()
+    widget.shutdown()
 
 
 BAD_PROMPTS = {
@@ -114,7 +120,7 @@ def _bad_prompt(wf, kind: str) -> None:
 
 def test_bad_prompts_are_notifications(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     go_to_slice(viewer, image_layer(viewer), MID)
     wait_idle(qtbot, widget)
     for kind, expected in BAD_PROMPTS.items():
@@ -152,8 +158,9 @@ def test_missing_vit_b_weights_offline_is_a_notification(
         widget.segment_slice_button.clicked()  # asking again retries and fails alike
         wait_idle(qtbot, widget)
         assert "model not available" in widget.status.value
-        add_points(widget.workflow.points_layer, 3, [[32, 18]])
-        widget.workflow._timer.stop()
+        go_to_slice(viewer, image_layer(viewer), MID)
+        wait_idle(qtbot, widget)
+        add_points(widget.image_layers.points_layer, 3, [[32, 18]])  # not the slice on screen
         widget.propagate_button.clicked()
         wait_idle(qtbot, widget)
         assert widget.status.value == "propagation failed: see the notification"
@@ -163,7 +170,7 @@ def test_missing_vit_b_weights_offline_is_a_notification(
     assert "pass --checkpoint PATH" in errors
     assert errors.count("could not download") == 3  # each try says why, once
     assert not list((tmp_path / "checkpoints").glob("*.pth"))
-    widget.close_workflow()
+    widget.shutdown()
 
 
 def test_weights_download_shows_a_progress_bar(
@@ -175,8 +182,8 @@ def test_weights_download_shows_a_progress_bar(
     import torch
 
     from conftest import serve_bytes
-    from napari_samlung._napari import workflow as workflow_module
-    from napari_samlung.core.models import build_micro_random_sam
+    from napari_samlung._napari import workers as workers_module
+    from random_sam import build_micro_random_sam
 
     buf = io.BytesIO()
     # padded past 3 MiB so that the download reports several steps
@@ -184,7 +191,7 @@ def test_weights_download_shows_a_progress_bar(
     payload = buf.getvalue()
     bars = []
 
-    class RecordingProgress(workflow_module.progress):
+    class RecordingProgress(workers_module.progress):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.closed_at = None
@@ -194,7 +201,7 @@ def test_weights_download_shows_a_progress_bar(
             self.closed_at = self.n
             super().close()
 
-    monkeypatch.setattr(workflow_module, "progress", RecordingProgress)
+    monkeypatch.setattr(workers_module, "progress", RecordingProgress)
     statuses = []
     with serve_bytes(payload, "dl_micro.pth") as server:
         spec = dataclasses.replace(
@@ -209,13 +216,13 @@ def test_weights_download_shows_a_progress_bar(
         viewer = make_napari_viewer()
         image, labels = make_phantom(PHANTOM_SHAPE)
         viewer, widget = build_viewer(image, labels, RunConfig(model_id="dl_micro"), viewer=viewer)
-        show_status = widget.workflow.on_status  # reports arrive once the event loop runs
+        show_status = widget.feedback.status  # reports arrive once the event loop runs
 
         def record(text):
             statuses.append(text)
             show_status(text)
 
-        widget.workflow.on_status = record
+        widget.feedback.status = record
         wait_idle(qtbot, widget)
     assert widget.session.model_loaded and widget.session.model_id == "dl_micro"
     assert (weights_cache / "checkpoints" / "dl_micro.pth").stat().st_size == len(payload)
@@ -224,7 +231,7 @@ def test_weights_download_shows_a_progress_bar(
     assert "dl_micro" in bar.desc and bar.total == total_mib
     assert bar.closed_at == total_mib  # filled, then closed
     assert any(f"weights: {total_mib} of {total_mib} MiB" in text for text in statuses)
-    widget.close_workflow()
+    widget.shutdown()
 
 
 # --------------------------------------------------------------------------- data safety
@@ -232,12 +239,14 @@ def test_weights_download_shows_a_progress_bar(
 
 def test_image_and_truth_are_never_modified(phantom_widget, qtbot, tmp_path, monkeypatch):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
-    wf.propagation_settings = PERMISSIVE
+    wf = widget.image_layers
+    widget.runs.propagation_settings = PERMISSIVE
     image, truth = image_layer(viewer), widget.ground_truth.value
     sums = (checksum(image), checksum(truth))
     data = (image.data, truth.data)
-    monkeypatch.setattr(type(widget), "_ask_save_path", lambda self: str(tmp_path / "m.csv"))
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "m.csv"), "")
+    )
 
     def segment_slice():
         go_to_slice(viewer, image, MID)
@@ -267,7 +276,7 @@ def test_image_and_truth_are_never_modified(phantom_widget, qtbot, tmp_path, mon
 
 def test_paint_survives_window_and_model_changes(phantom_widget, qtbot):
     viewer, widget, recorder = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     go_to_slice(viewer, image_layer(viewer), MID)
     add_points(wf.points_layer, MID, [[32, 18], [32, 46]])
     wait_idle(qtbot, widget)
@@ -294,7 +303,7 @@ def test_paint_survives_window_and_model_changes(phantom_widget, qtbot):
 
 def test_volume_run_replaces_painted_slices_only_when_ticked(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    output = widget.workflow.writer.layer
+    output = widget.image_layers.writer.layer
     output.brush_size = 5
     output.paint((MID, 30, 30), 2)
     painted = output.data[MID].copy()
@@ -305,13 +314,13 @@ def test_volume_run_replaces_painted_slices_only_when_ticked(phantom_widget, qtb
     widget.segment_volume_button.clicked()
     wait_idle(qtbot, widget)
     assert not np.array_equal(output.data[MID], painted)
-    assert MID not in widget.workflow.writer.user_edited
+    assert MID not in widget.image_layers.writer.user_edited
     assert label_slices(output.data) == label_slices(widget.ground_truth.value.data)
 
 
 def test_cancelled_volume_run_leaves_whole_slices(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     output = wf.writer.layer
     full, before = rerun_and_cancel(widget, qtbot, widget.segment_volume_button)
     changed = [z for z in range(N_SLICES) if not np.array_equal(output.data[z], before[z])]
@@ -329,18 +338,19 @@ def test_cancelled_volume_run_leaves_whole_slices(phantom_widget, qtbot):
 
 def _start_gated_run(widget, qtbot, run: str) -> Gate:
     """Start a run that holds inside its second slice until the gate opens."""
-    wf = widget.workflow
-    gate = Gate(widget.session.segmenter(), free=1)
+    wf = widget.image_layers
     if run == "propagate":
-        wf.propagation_settings = PERMISSIVE
+        widget.runs.propagation_settings = PERMISSIVE
         go_to_slice(widget.viewer, image_layer(widget.viewer), MID)
         add_points(wf.points_layer, MID, [[32, 18], [32, 46]])
-        wf._timer.stop()  # no interactive segmentation: the gate counts the run only
+        wait_idle(qtbot, widget)  # the interactive segmentation first: the gate counts the run
+        gate = Gate(widget.session.segmenter(), free=1)
         widget.propagate_button.clicked()
     else:
+        gate = Gate(widget.session.segmenter(), free=1)
         widget.segment_volume_button.clicked()
-    assert wf.running
-    qtbot.waitUntil(lambda: wf._run_done >= 1, timeout=10_000)
+    assert widget.runs.running
+    qtbot.waitUntil(lambda: widget.runs.slices_done >= 1, timeout=10_000)
     return gate
 
 
@@ -352,23 +362,66 @@ def test_closing_the_viewer_mid_run_stops_cleanly(make_napari_viewer, qtbot, run
         image, labels, RunConfig(), viewer=viewer, segmenter_factory=tiny_factory
     )
     wait_idle(qtbot, widget)
-    wf = widget.workflow
-    with qtbot.capture_exceptions() as exceptions:
+    with qtbot.capture_exceptions() as exceptions, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         gate = _start_gated_run(widget, qtbot, run)
-        viewer.close()
-        assert widget._closed  # the widget went away with the window
-        gate.open()
-        qtbot.waitUntil(lambda: not wf.tasks.busy, timeout=10_000)
+        try:
+            viewer.close()
+            assert widget.closed  # the widget went away with the window
+        finally:
+            gate.open()
+        qtbot.waitUntil(lambda: not widget.workers.busy, timeout=10_000)
         qtbot.wait(50)  # let late signals arrive
     assert exceptions == []
-    assert not wf.running and gate.calls <= 3  # stopped early
+    assert not [w for w in warned if "deleted" in str(w.message)]
+    assert not widget.runs.running and gate.calls <= 3  # stopped early
+
+
+@pytest.mark.parametrize("close", ["viewer", "dock widget"])
+def test_closing_mid_embedding_stops_cleanly(make_napari_viewer, qtbot, close):
+    """Closing the viewer or the dock while a slice is embedded: no exception."""
+    recorder = Recorder(tiny_factory)
+    viewer = make_napari_viewer()
+    image, labels = make_phantom(PHANTOM_SHAPE)
+    viewer, widget = build_viewer(
+        image, labels, RunConfig(), viewer=viewer, segmenter_factory=recorder
+    )
+    wait_idle(qtbot, widget)
+    embedding = threading.Event()
+    release = threading.Event()
+    seg = recorder.built[-1]
+    original = seg.embed
+
+    def slow_embed(*args, **kwargs):
+        embedding.set()
+        release.wait(WAIT_S)
+        return original(*args, **kwargs)
+
+    seg.embed = slow_embed
+    with qtbot.capture_exceptions() as exceptions, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        try:
+            go_to_slice(viewer, image_layer(viewer), 1)  # a slice not embedded yet
+            qtbot.waitUntil(embedding.is_set, timeout=10_000)
+            assert widget.workers.busy and "embedding slice 1" in widget.status.value
+            if close == "viewer":
+                viewer.close()
+            else:  # what the close button of napari's dock does
+                viewer.window.remove_dock_widget(widget.native)
+            assert widget.closed
+        finally:
+            release.set()
+        qtbot.waitUntil(lambda: not widget.workers.busy, timeout=10_000)
+        qtbot.wait(50)  # let late signals arrive
+    assert exceptions == []
+    assert not [w for w in warned if "deleted" in str(w.message)]  # nothing reached it late
 
 
 @pytest.mark.parametrize("run", ["volume", "propagate"])
 @pytest.mark.parametrize("layer", ["image", "output"])
 def test_removing_a_layer_mid_run_stops_cleanly(phantom_widget, qtbot, run, layer):
     viewer, widget, _ = phantom_widget
-    wf = widget.workflow
+    wf = widget.image_layers
     output = wf.writer.layer
     with qtbot.capture_exceptions() as exceptions:
         gate = _start_gated_run(widget, qtbot, run)
@@ -377,7 +430,7 @@ def test_removing_a_layer_mid_run_stops_cleanly(phantom_widget, qtbot, run, laye
         gate.open()
         wait_idle(qtbot, widget)
     assert exceptions == []
-    assert not wf.running and gate.calls <= 3
+    assert not widget.runs.running and gate.calls <= 3
     assert not widget.cancel_button.enabled
     np.testing.assert_array_equal(output.data, written)  # nothing written after the removal
     if layer == "output":
@@ -392,7 +445,7 @@ def test_removing_a_layer_mid_run_stops_cleanly(phantom_widget, qtbot, run, laye
 
 
 def test_export_asks_before_replacing_a_file(phantom_widget, qtbot, tmp_path, monkeypatch):
-    from qtpy.QtWidgets import QFileDialog, QMessageBox
+    from qtpy.QtWidgets import QMessageBox
 
     viewer, widget, _ = phantom_widget
     go_to_slice(viewer, image_layer(viewer), MID)
@@ -445,7 +498,8 @@ def test_soak_500_prompt_edits_keep_memory_bounded(make_napari_viewer, qtbot):
         image, labels, RunConfig(), viewer=viewer, segmenter_factory=recorder
     )
     wait_idle(qtbot, widget)
-    wf = widget.workflow
+    widget.set_debounce(0)  # each edit is segmented at the next turn of the event loop
+    wf = widget.image_layers
     img = image_layer(viewer)
     points, shapes, output = wf.points_layer, wf.shapes_layer, wf.writer.layer
     rng = random.Random(0)
@@ -487,16 +541,14 @@ def test_soak_500_prompt_edits_keep_memory_bounded(make_napari_viewer, qtbot):
                 z = rng.randrange(N_SLICES)
                 go_to_slice(viewer, img, z)
             edits[op] = edits.get(op, 0) + 1
-            # the debounce, deterministically: run its handler now, then wait for the workers
-            wf._timer.stop()
-            wf.segment_from_prompts()
-            _spin_until(lambda: not wf.busy)
-            seg = widget.session._segmenter
+            # deterministically: wait for the debounce and the workers after each edit
+            _spin_until(lambda: not widget.busy)
+            seg = recorder.built[-1]
             assert seg.cache_bytes <= seg.cache_limit_bytes
-            assert len(output._undo_history) <= output._history_limit
+    assert undo_steps(output) <= NAPARI_UNDO_LIMIT  # the undo history stays bounded
     assert exceptions == []
     assert not [m for s, m in shown if s == "error"]
     assert min(edits.values()) >= 20, edits
     assert len(recorder.built) == 1 and recorder.built[0].encoder_calls > N_SLICES  # evictions
-    assert not wf.tasks.busy
-    widget.close_workflow()
+    assert not widget.workers.busy
+    widget.shutdown()

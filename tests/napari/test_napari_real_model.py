@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from napari_fixtures import DATA_DIR, REPO, go_to_slice, image_layer, wait_idle
+
 from napari_samlung._napari.launch import build_viewer
 from napari_samlung.io import read_image, read_mask
 from napari_samlung.io.phantom import make_phantom
@@ -43,8 +43,8 @@ def test_lite_medsam_on_montgomery_through_the_widget(make_napari_viewer, qtbot)
     assert "slice 0: Dice" in widget.readout.value
     # the ground truth layer is untouched, and the prompts are on screen
     np.testing.assert_array_equal(widget.ground_truth.value.data, labels)
-    assert len(widget.workflow.shapes_layer.data) >= 1
-    widget.close_workflow()
+    assert len(widget.image_layers.shapes_layer.data) >= 1
+    widget.shutdown()
 
 
 def test_screenshot_of_the_widget_in_use(make_napari_viewer, qtbot, tmp_path):
@@ -53,7 +53,7 @@ def test_screenshot_of_the_widget_in_use(make_napari_viewer, qtbot, tmp_path):
     and the picture is written to docs/images/widget.png."""
     image, labels = make_phantom()
     viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1280, 860)
+    viewer.window.resize(1280, 860)
     viewer, widget = build_viewer(image, labels, RunConfig(model_id="lite_medsam"), viewer=viewer)
     wait_idle(qtbot, widget, REAL_MODEL_WAIT_MS)
     mid = image.data.shape[0] // 2
@@ -83,4 +83,4 @@ def test_screenshot_of_the_widget_in_use(make_napari_viewer, qtbot, tmp_path):
 
     Image.fromarray(shot).save(target)
     assert Path(target).stat().st_size > 10_000
-    widget.close_workflow()
+    widget.shutdown()

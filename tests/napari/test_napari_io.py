@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from napari_fixtures import DATA_DIR
+
 from napari_samlung._napari import sample_data
-from napari_samlung._napari.layer_utils import like_from_metadata, placement
+from napari_samlung._napari.layers import like_from_metadata, placement
 from napari_samlung._napari.reader import get_reader, is_dataset_folder
 from napari_samlung._napari.writer import write_nifti_labels, write_png_labels
 from napari_samlung.errors import WeightsUnavailableError

@@ -27,9 +27,9 @@ from napari_samlung.io.phantom import make_phantom
 from napari_samlung.runner import RunConfig
 
 DATA_DIR = Path(
-    os.environ.get("SAMLUNG_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    os.environ.get("SAMLUNG_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")
 )
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BOX_ONLY_ID = "tiny_box_only"
 WAIT_MS = 60_000
 #: A small phantom keeps the tests fast: 6 of its 8 slices have lung.
@@ -78,8 +78,7 @@ def wait_idle(qtbot, widget, timeout: int = WAIT_MS) -> None:
 
 def fast_debounce(widget, ms: int = 10) -> None:
     """Shorten the widget's debounce timers: the tests wait for them after every edit."""
-    widget.workflow._timer.setInterval(ms)
-    widget._window_timer.setInterval(ms)
+    widget.set_debounce(ms)
 
 
 def go_to_slice(viewer, layer, slice_index: int) -> None:
@@ -106,7 +105,7 @@ def phantom_widget_fixture(make_napari_viewer, qtbot):
     wait_idle(qtbot, widget)
     yield viewer, widget, recorder
     wait_idle(qtbot, widget)
-    widget.close_workflow()
+    widget.shutdown()
 
 
 def image_layer(viewer):
@@ -179,23 +178,78 @@ class Gate:
         self._event.set()
 
 
+class PredictionCounter:
+    """Counts a segmenter's predictions (one per segmented slice)."""
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        self.calls = 0
+        original = segmenter.predict
+
+        def predict(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        segmenter.predict = predict
+
+
+def undo_steps(layer) -> int:
+    """How many times Ctrl-Z changes ``layer``'s data (undoes them all; redo puts them back)."""
+    steps = 0
+    while True:
+        before = np.array(layer.data, copy=True)
+        layer.undo()
+        if np.array_equal(layer.data, before):
+            break
+        steps += 1
+    for _ in range(steps):
+        layer.redo()
+    return steps
+
+
 def rerun_and_cancel(widget, qtbot, button) -> tuple[np.ndarray, np.ndarray]:
     """Run ``button``'s long run to the end, undo it, run it again and press Cancel
     while the worker waits in its third slice.  Returns ``(full, before)``: the
     output of the whole run, and the output before the cancelled one."""
     button.clicked()
     wait_idle(qtbot, widget)
-    output = widget.workflow.writer.layer
+    output = widget.image_layers.writer.layer
     full = output.data.copy()
     output.undo()
     before = output.data.copy()
     gate = Gate(widget.session.segmenter(), free=2)  # the worker waits in its third slice
     button.clicked()
-    qtbot.waitUntil(lambda: widget.workflow._run_done == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.runs.slices_done == 2, timeout=10_000)
     widget.cancel_button.clicked()
     gate.open()
     wait_idle(qtbot, widget)
     return full, before
+
+
+@dataclasses.dataclass
+class MouseEvent:
+    """A mouse event as napari's own layer tests make them."""
+
+    type: str
+    position: tuple
+    modifiers: list = dataclasses.field(default_factory=list)
+    is_dragging: bool = False
+    pos: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
+    view_direction: list | None = None
+    up_direction: list | None = None
+    dims_displayed: list = dataclasses.field(default_factory=lambda: [1, 2])
+
+
+def click(layer, data_position, modifiers=()) -> None:
+    """Press and release the mouse on ``layer`` at ``data_position`` (as a user does)."""
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    world = tuple(float(v) for v in layer.data_to_world(data_position))
+    dims = list(range(len(world) - 2, len(world)))
+    for kind, callbacks in (
+        ("mouse_press", mouse_press_callbacks),
+        ("mouse_release", mouse_release_callbacks),
+    ):
+        callbacks(layer, MouseEvent(kind, world, list(modifiers), dims_displayed=dims))
 
 
 def add_points(layer, slice_index: int, rows_cols, positive=None) -> None:
