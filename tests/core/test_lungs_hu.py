@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, requires_data
 
+from conftest import DATA_DIR, requires_data
 from napari_samlung.core.labels import LEFT_LUNG, RIGHT_LUNG
 from napari_samlung.core.lungs_hu import (
     body_midline_col,

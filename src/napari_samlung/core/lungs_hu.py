@@ -208,8 +208,12 @@ def _border_connected(mask: np.ndarray) -> np.ndarray:
     """Voxels of ``mask`` connected (in 3D) to the in-plane border of any slice."""
     labels, _ = ndi.label(mask)
     edge = np.concatenate(
-        [labels[:, 0].ravel(), labels[:, -1].ravel(), labels[:, :, 0].ravel(),
-         labels[:, :, -1].ravel()]
+        [
+            labels[:, 0].ravel(),
+            labels[:, -1].ravel(),
+            labels[:, :, 0].ravel(),
+            labels[:, :, -1].ravel(),
+        ]
     )
     touching = np.unique(edge[edge > 0])
     return np.isin(labels, touching)
@@ -357,8 +361,9 @@ def _erode_apart(component: np.ndarray, spacing: np.ndarray) -> np.ndarray | Non
         top = np.argsort(sizes)[::-1][:2] + 1
         if sizes[top[1] - 1] >= 0.1 * sizes[top - 1].sum():
             seeds = np.where(np.isin(pieces, top), pieces, 0)
-            _, nearest = ndi.distance_transform_edt(seeds == 0, sampling=spacing,
-                                                    return_indices=True)
+            _, nearest = ndi.distance_transform_edt(
+                seeds == 0, sampling=spacing, return_indices=True
+            )
             owner = seeds[tuple(nearest)]
             parts = np.zeros(component.shape, np.int32)
             parts[component & (owner == top[0])] = 1
