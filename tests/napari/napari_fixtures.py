@@ -20,11 +20,11 @@ import pandas as pd
 import segment_anything  # noqa: F401  (see the module docstring)
 import torchvision  # noqa: F401  (see the module docstring)
 
+from napari_samlung.runner import RunConfig
 from napari_samlung.core.engine import Segmenter
 from napari_samlung.core.models import REGISTRY, get_spec, register_model
 from napari_samlung.core.propagation import PropagationSettings
 from napari_samlung.io.phantom import make_phantom
-from napari_samlung.runner import RunConfig
 
 DATA_DIR = Path(
     os.environ.get("SAMLUNG_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")

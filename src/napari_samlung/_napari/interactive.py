@@ -5,7 +5,7 @@ prompt layers of :class:`~napari_samlung._napari.layers.ImageLayers`:
 
 - moving to another slice embeds it in the background (one embedding at a
   time; the latest slice asked for wins);
-- an edit of the points or boxes is debounced (:attr:`Interactive.debounce_ms`)
+- an edit of the points or boxes is debounced (:attr:`Interactive.debounce`)
   and then segments that slice, unless its prompts did not really change;
 - "Segment slice from ground truth" shows the generated prompts and segments;
 - "Clear slice" erases the slice's labels and prompts.
@@ -20,7 +20,6 @@ from functools import partial
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
 
 from ..errors import PromptError, SamlungError
 from .layers import ImageLayers
@@ -33,7 +32,7 @@ from .prompt_layers import (
     replace_slice_prompts,
 )
 from .session import LungSession
-from .workers import Feedback, Workers, load_model, notify_error
+from .workers import Debounce, Feedback, Workers, load_model, notify_error
 
 #: Quiet time after the last prompt edit before the slice is segmented.
 PROMPT_DEBOUNCE_MS = 150
@@ -81,34 +80,17 @@ class Interactive:
         self._embedding = False
         self._embed_again = False
         self._model_failed = False
-        self._timer = QTimer()
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(PROMPT_DEBOUNCE_MS)
-        self._timer.timeout.connect(self.segment_from_prompts)
+        #: Quiet time after the last prompt edit before the slice is segmented.
+        self.debounce = Debounce(PROMPT_DEBOUNCE_MS, self.segment_from_prompts)
         self.viewer.dims.events.current_step.connect(self._on_step)
         self.viewer.dims.events.ndisplay.connect(self._on_step)
         layers.output_listeners.append(self._on_output_changed)
 
     # ------------------------------------------------------------------ state
 
-    @property
-    def debounce_ms(self) -> int:
-        """Quiet time (ms) after the last prompt edit before the slice is segmented."""
-        return self._timer.interval()
-
-    @debounce_ms.setter
-    def debounce_ms(self, ms: int) -> None:
-        self._timer.setInterval(int(ms))
-
-    @property
-    def pending(self) -> bool:
-        """True while a prompt edit waits for its debounce."""
-        return self._timer.isActive()
-
     def close(self) -> None:
         """Stop the debounce and stop listening to the viewer and the prompt layers."""
-        self._timer.stop()
-        self._timer.timeout.disconnect(self.segment_from_prompts)
+        self.debounce.close()
         self.viewer.dims.events.current_step.disconnect(self._on_step)
         self.viewer.dims.events.ndisplay.disconnect(self._on_step)
         self._listen_to(None, None)
@@ -226,7 +208,7 @@ class Interactive:
         action = str(getattr(getattr(event, "action", None), "value", "changed"))
         if action not in _SETTLED:
             return
-        self._timer.start()
+        self.debounce.start()
 
     def _signature(self, prompts: SlicePrompts) -> tuple:
         return (prompts.signature(), self.session.model_key(), self.session.accepts_points)
@@ -241,7 +223,7 @@ class Interactive:
             self._prompts_dirty = True
             return
         if getattr(layers.shapes_layer, "_is_creating", False):  # a box is being drawn
-            self._timer.start()
+            self.debounce.start()
             return
         writer = layers.writer
         here = read_slice_prompts(layers.points_layer, layers.shapes_layer, z)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..runner import RunConfig
 from ..io import ImageData
 from ..io.names import strip_suffix
-from ..runner import RunConfig
 from .reader import image_tuple, labels_tuple
 
 WIDGET_NAME = "SAM lung segmentation"

@@ -45,6 +45,7 @@ class ProvenanceBook:
         self._book: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def of(self, layer) -> Provenance:
+        """The record of ``layer`` (a new one the first time it is seen)."""
         try:
             return self._book.setdefault(layer, Provenance())
         except TypeError:  # a layer that takes no weak reference: start afresh
@@ -75,13 +76,16 @@ class OutputWriter:
         layer.events.paint.connect(self._on_paint)
 
     def disconnect(self) -> None:
+        """Stop listening to the layer's paint events."""
         self.layer.events.paint.disconnect(self._on_paint)
 
     @property
     def is_2d(self) -> bool:
+        """True for a 2D ``(row, col)`` layer (its one slice is slice 0)."""
         return self.layer.data.ndim == 2
 
     def slice_view(self, slice_index: int) -> np.ndarray:
+        """A ``(row, col)`` view of one slice of the layer's data (the whole 2D layer)."""
         data = self.layer.data
         return data if data.ndim == 2 else data[slice_index]
 

@@ -46,6 +46,7 @@ class SlicePrompts:
 
     @property
     def empty(self) -> bool:
+        """True when the slice has neither points nor boxes."""
         return len(self.points_rc) == 0 and not self.boxes_rc
 
     def signature(self) -> tuple:

@@ -45,6 +45,7 @@ Progress = Callable[[int, int | None], None]
 
 
 def samples_dir() -> Path:
+    """Where downloaded samples are kept: ``<cache>/samples``."""
     return cache_dir() / "samples"
 
 

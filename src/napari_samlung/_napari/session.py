@@ -91,6 +91,7 @@ class LungSession:
 
     @property
     def n_slices(self) -> int:
+        """Slices of the volume (1 for a 2D image)."""
         return int(self.volume.shape[0])
 
     @property
@@ -99,6 +100,7 @@ class LungSession:
         return not is_prewindowed(self.volume)
 
     def effective_window(self) -> Window:
+        """The window the model gets: :attr:`window`, or none for 8-bit data."""
         return self.window if self.windowable else Window(None, None)
 
     def rgb(self, slice_index: int) -> np.ndarray:
@@ -106,6 +108,7 @@ class LungSession:
         return to_rgb(np.asarray(self.volume[slice_index]), self.effective_window())
 
     def clamp(self, slice_index: int) -> int:
+        """``slice_index`` moved into ``0 .. n_slices - 1``."""
         return int(min(max(int(slice_index), 0), self.n_slices - 1))
 
     # ------------------------------------------------------------------ model
@@ -123,6 +126,7 @@ class LungSession:
 
     @property
     def model_loaded(self) -> bool:
+        """True once the segmenter was built."""
         return self._segmenter is not None
 
     def segmenter(self, on_download: DownloadFn | None = None) -> Segmenter:
@@ -139,11 +143,13 @@ class LungSession:
 
     @property
     def accepts_points(self) -> bool:
+        """False for a box-only model (LiteMedSAM)."""
         if self._segmenter is not None:
             return self._segmenter.accepts_points
         return get_spec(self.model_id).accepts_points
 
     def is_embedded(self, slice_index: int) -> bool:
+        """True when the loaded model has the slice's embedding (in the current window)."""
         seg = self._segmenter
         return seg is not None and seg.cached(self.rgb(slice_index))
 
@@ -202,6 +208,7 @@ class LungSession:
     # ------------------------------------------------------------------ scores
 
     def reset_scores(self) -> None:
+        """Forget every score (and the count of slices skipped as empty)."""
         self.scores.clear()
         self.skipped_empty = 0
 
@@ -217,6 +224,7 @@ class LungSession:
         return result
 
     def forget_score(self, slice_index: int) -> None:
+        """Forget the score of one slice (its labels were cleared)."""
         self.scores.pop(int(slice_index), None)
 
     def mean_scores(self) -> tuple[int, float, float]:
@@ -252,12 +260,15 @@ class LungSession:
         return "\n".join(lines)
 
     def summary(self) -> Summary:
+        """The summary table (min, max, mean, std, median) of the scores so far."""
         return summarize(self.sorted_scores(), self.skipped_empty)
 
     def sorted_scores(self) -> list[SliceScore]:
+        """The scores, by slice index."""
         return [self.scores[z] for z in sorted(self.scores)]
 
     def export_scores(self, path: str | Path) -> Path:
+        """Write the per-slice scores as CSV to ``path``; returns ``path``."""
         write_scores_csv(path, self.sorted_scores())
         return Path(path)
 

@@ -1,16 +1,10 @@
 """The "SAM lung segmentation" dock widget: controls and their wiring only.
 
-The widget owns, for its viewer:
-
-- a Qt-free :class:`~napari_samlung._napari.session.LungSession` (image, model, window, scores);
-- :class:`~napari_samlung._napari.layers.ImageLayers` (the layers being worked on);
-- :class:`~napari_samlung._napari.workers.Workers` (every model call, in a thread);
-- :class:`~napari_samlung._napari.interactive.Interactive` (embed ahead, prompt edits);
-- :class:`~napari_samlung._napari.runs.Runs` (volume runs and propagation);
-- :class:`~napari_samlung._napari.window_sync.WindowSync` (window controls <-> contrast).
-
-Closing the dock widget or the viewer stops timers and workers (:meth:`SamLungWidget.shutdown`).
-Tests pass ``segmenter_factory`` to use a tiny model instead of the registry.
+It owns a Qt-free ``LungSession`` (image, model, window, scores) and, per viewer,
+``ImageLayers`` (the layers worked on), ``Workers`` (model calls in threads),
+``Interactive`` (embed ahead, prompt edits), ``Runs`` (volume runs, propagation) and
+``WindowSync`` (window controls <-> contrast).  Closing the dock or the viewer stops
+timers and workers (:meth:`SamLungWidget.shutdown`).  Tests pass ``segmenter_factory``.
 """
 
 from pathlib import Path
@@ -31,11 +25,11 @@ from napari.viewer import Viewer
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QSizePolicy, QTextEdit
 
+from ..runner import RunConfig
 from ..core.models import get_spec, public_models
 from ..core.prompts import STRATEGIES
 from ..core.windowing import WINDOW_PRESETS, Window
 from ..errors import SamlungError
-from ..runner import RunConfig
 from .compat import avoid_triton_llvm_clash
 from .interactive import Interactive
 from .layers import (
@@ -409,7 +403,11 @@ class SamLungWidget(Container):
     @property
     def busy(self) -> bool:
         """True while a worker runs or an edit waits for its debounce."""
-        return self.workers.busy or self.interactive.pending or self.window_sync.pending
+        return (
+            self.workers.busy
+            or self.interactive.debounce.pending
+            or self.window_sync.debounce.pending
+        )
 
     @property
     def closed(self) -> bool:
@@ -418,8 +416,8 @@ class SamLungWidget(Container):
 
     def set_debounce(self, ms: int) -> None:
         """Set both debounce times: prompt edits and window changes (ms)."""
-        self.interactive.debounce_ms = ms
-        self.window_sync.debounce_ms = ms
+        self.interactive.debounce.ms = ms
+        self.window_sync.debounce.ms = ms
 
     def _set_status(self, text: str) -> None:
         self.status.value = text

@@ -4,7 +4,7 @@ What the user sees is what the model gets.  :class:`WindowSync` keeps three
 things equal: the session's :class:`~napari_samlung.core.windowing.Window`,
 the level/width/preset controls, and the image layer's contrast limits
 (``level -/+ width / 2``, in Hounsfield units).  Moving any of them moves the
-others; edits are debounced (:attr:`WindowSync.debounce_ms`) so that dragging
+others; edits are debounced (:attr:`WindowSync.debounce`) so that dragging
 a slider re-embeds once.
 
 When the widget takes an image (:meth:`WindowSync.adopt`), one rule decides
@@ -20,11 +20,11 @@ import math
 from collections.abc import Callable
 
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import QTimer
 
 from ..core.windowing import WINDOW_PRESETS, Window
 from .layers import has_reader_window
 from .session import LungSession
+from .workers import Debounce
 
 #: The preset control's entry for a window that matches no preset.
 CUSTOM = "custom"
@@ -71,32 +71,15 @@ class WindowSync:
         self._layer = None  # the image layer whose contrast limits we follow
         self._updating = False
         self._applying_contrast = False
-        self._timer = QTimer()
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(WINDOW_DEBOUNCE_MS)
-        self._timer.timeout.connect(self.apply_controls)
+        #: Quiet time after the last level/width/contrast change before it applies.
+        self.debounce = Debounce(WINDOW_DEBOUNCE_MS, self.apply_controls)
         preset.changed.connect(self._on_preset)
         level.changed.connect(self._on_level_width)
         width.changed.connect(self._on_level_width)
 
-    @property
-    def debounce_ms(self) -> int:
-        """Quiet time (ms) after the last level/width/contrast change before it applies."""
-        return self._timer.interval()
-
-    @debounce_ms.setter
-    def debounce_ms(self, ms: int) -> None:
-        self._timer.setInterval(int(ms))
-
-    @property
-    def pending(self) -> bool:
-        """True while a window change waits for its debounce."""
-        return self._timer.isActive()
-
     def close(self) -> None:
         """Stop the debounce and stop following the image's contrast limits."""
-        self._timer.stop()
-        self._timer.timeout.disconnect(self.apply_controls)
+        self.debounce.close()
         self._follow(None)
 
     # ------------------------------------------------------------------ the image
@@ -162,7 +145,7 @@ class WindowSync:
         ):
             return
         self.show(window)
-        self._timer.start()
+        self.debounce.start()
 
     # ------------------------------------------------------------------ the controls
 
@@ -209,11 +192,11 @@ class WindowSync:
             self.preset.value = preset_name(self.level.value, self.width.value)
         finally:
             self._updating = False
-        self._timer.start()
+        self.debounce.start()
 
     def apply_controls(self) -> None:
         """Use the controls' level and width as the session's window (re-embeds if it changed)."""
-        self._timer.stop()
+        self.debounce.stop()
         try:
             window = Window(
                 float(self.level.value), float(self.width.value), self.session.window.normalization

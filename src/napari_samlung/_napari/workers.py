@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QTimer
 
 from ..errors import SamlungError
 
@@ -287,6 +287,44 @@ class DownloadBar:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class Debounce:
+    """Calls ``callback`` once, ``ms`` milliseconds after the last :meth:`start` (main thread)."""
+
+    def __init__(self, ms: int, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(int(ms))
+        self._timer.timeout.connect(callback)
+
+    @property
+    def ms(self) -> int:
+        """The quiet time in milliseconds."""
+        return self._timer.interval()
+
+    @ms.setter
+    def ms(self, value: int) -> None:
+        self._timer.setInterval(int(value))
+
+    @property
+    def pending(self) -> bool:
+        """True while a call waits for its quiet time."""
+        return self._timer.isActive()
+
+    def start(self) -> None:
+        """(Re)start the quiet time."""
+        self._timer.start()
+
+    def stop(self) -> None:
+        """Drop a pending call."""
+        self._timer.stop()
+
+    def close(self) -> None:
+        """Drop a pending call and never call again."""
+        self._timer.stop()
+        self._timer.timeout.disconnect(self._callback)
 
 
 class _CloseWatch(QObject):
