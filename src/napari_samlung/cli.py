@@ -7,11 +7,9 @@ interrupted run exits with 130 and can be resumed with ``--resume``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -80,7 +78,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from .runner import RunConfig
+    from .core.config import RunConfig
 
     if args.window_preset and (args.window_level is not None or args.window_width is not None):
         raise SamlungError("give either --window-preset or --window-level/--window-width, not both")
@@ -195,122 +193,65 @@ def _progress_bar(total: int, desc: str):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .core.metrics import summarize
-    from .evaluation import EvaluationRun
-    from .io import find_cases
-    from .io.atomic import check_writable
+    from .pipeline.evaluate import open_run
 
     cfg = _config(args)
-    if args.json is not None:
-        check_writable(args.json, args.overwrite)  # refuse before any work, not after it
-    cases, problems = find_cases(args.images, args.masks)
-    if args.limit is not None:
-        cases = cases[: args.limit]
-    run = EvaluationRun(
+    run, cases, problems = open_run(
         cfg,
+        args.images,
+        args.masks,
+        limit=args.limit,
         out_dir=args.out,
+        json_path=args.json,
         overwrite=args.overwrite,
         resume=args.resume,
         save_masks=args.save_masks,
     )
-    t0 = time.perf_counter()
     with _progress_bar(len(cases), "evaluating") as bar:
-        failures = run.run(
+        problems += run.run(
             cases,
             on_case_done=lambda name: bar.update(1),
             workers=args.workers,
             scheduler=args.scheduler,
         )
-    problems += failures
-    summary = summarize(run.scores, run.skipped_empty)
-    seconds = time.perf_counter() - t0
+    summary = run.summary()
     print(
         f"model {cfg.model_id}  strategy {cfg.resolved_strategy()}  window "
         f"{cfg.window().describe()}"
     )
     print(summary.format_table())
-    payload = {
-        "model": cfg.model_id,
-        "strategy": cfg.resolved_strategy(),
-        "window": cfg.window().describe(),
-        **{k: v for k, v in summary.to_dict().items()},
-        "seconds": seconds,
-    }
-    if args.out is not None:
-        run.write_summary(payload)
-    if args.json is not None:
-        _write_json(args.json, payload, args.overwrite)
+    run.write_summary(run.payload(summary))
     for problem in problems:
         print(f"napari-samlung: skipped: {problem}", file=sys.stderr)
     return EXIT_SKIPPED if problems else 0
-
-
-def _write_json(path: Path, payload: dict, overwrite: bool) -> None:
-    from .io.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(payload, indent=2, default=float) + "\n", overwrite)
 
 
 # --------------------------------------------------------------------------- segment
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .core.prompts import validate_prompt
-    from .errors import PromptError
-    from .io import read_image, read_mask, write_labels
-    from .io.atomic import check_writable
+    from .pipeline.segment import check_output, segment_image, write_result
 
     cfg = _config(args)
     inputs = [args.image, args.prompts_from, args.propagate_from, args.seed_from]
-    if any(p is not None and p.resolve() == args.output.resolve() for p in inputs):
-        raise SamlungError(f"{args.output} is one of the input files; choose another output name")
-    check_writable(args.output, args.overwrite)  # exists / folder / missing parent, up front
-    image = read_image(args.image)
-    segmenter = cfg.make_segmenter()
-    if args.prompts_from is not None:
-        truth = read_mask(args.prompts_from, like=image)
-        if not truth.any():
-            raise PromptError(
-                f"{args.prompts_from}: the mask has no lung on any slice; nothing to build "
-                "prompts from"
-            )
-        result = cfg.segment_from_labels(segmenter, image.data, truth, case=args.image.name)
-        labels = result.labels if image.data.ndim == 3 else result.labels[0]
-        if result.scores:
-            print(result.summary().format_table())
-    else:
-        from .core.propagation import propagate, seeds_from_labels
-        from .io.tables import seeds_from_json
-
-        if args.propagate_from is not None:
-            seeds = seeds_from_json(args.propagate_from, image.data.shape)
-            for seed in seeds:  # name the file and slice of a prompt that cannot work
-                try:
-                    for p in seed.prompts:
-                        validate_prompt(p, image.data.shape[-2:], segmenter.accepts_points)
-                except PromptError as exc:
-                    raise PromptError(
-                        f"{args.propagate_from}: slice {seed.slice_index}: {exc}"
-                    ) from None
-        else:
-            truth = read_mask(args.seed_from, like=image)
-            seeds = seeds_from_labels(truth, args.seed_slice)
-        prop = propagate(segmenter, image.data, seeds, window=cfg.window())
-        labels = prop.labels
+    check_output(args.output, inputs, args.overwrite)  # before any work
+    result = segment_image(
+        args.image,
+        cfg,
+        prompts_from=args.prompts_from,
+        propagate_from=args.propagate_from,
+        seed_from=args.seed_from,
+        seed_slice=args.seed_slice,
+    )
+    if result.propagation is not None:
+        prop = result.propagation
         print(
             f"propagated over {prop.segmented_slices} slices "
             f"(stopped: {', '.join(prop.stop_reasons) or 'volume ends'})"
         )
-        if args.seed_from is not None:
-            from .core.metrics import score_slice, summarize
-
-            scores = [
-                s
-                for z in range(truth.shape[0])
-                if (s := score_slice(labels[z], truth[z], slice_index=z)) is not None
-            ]
-            print(summarize(scores).format_table())
-    path = write_labels(args.output, labels, like=image, overwrite=args.overwrite)
+    if result.scores:
+        print(result.summary().format_table())
+    path = write_result(result, args.output, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 
@@ -319,11 +260,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_compare_paper(args: argparse.Namespace) -> int:
-    from .paper import compare, format_comparison, read_our_results, read_paper_results
+    from .pipeline.paper import compare_files, format_comparison
 
-    if not args.csv.is_file():
-        raise SamlungError(f"{args.csv} does not exist; run evaluate with --out first")
-    rows = compare(read_our_results(args.csv), read_paper_results(args.paper), args.threshold)
+    rows = compare_files(args.csv, args.paper, args.threshold)
     print(format_comparison(rows, args.threshold))
     if not rows:
         raise SamlungError(f"no case of {args.csv} is in {args.paper}; check the case names")
@@ -343,19 +282,6 @@ def _has_display() -> bool:
     )
 
 
-def _demo_data(args: argparse.Namespace):
-    from .io import read_image, read_mask
-    from .io.phantom import make_phantom
-
-    if args.image is None:
-        if args.labels is not None:
-            raise SamlungError("--labels needs --image")
-        return make_phantom()
-    image = read_image(args.image)
-    labels = read_mask(args.labels, like=image) if args.labels is not None else None
-    return image, labels
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     if not args.headless and not _has_display():
         print(
@@ -364,7 +290,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         args.headless = True
-    image, labels = _demo_data(args)
+    from .pipeline.segment import demo_inputs, segment_labelled, write_result
+
+    image, labels = demo_inputs(args.image, args.labels)
     cfg = _config(args)
     if not args.headless:
         from ._napari.launch import open_viewer
@@ -375,20 +303,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise SamlungError(
             "--headless needs --labels to build prompts (or drop --image to use the phantom)"
         )
-    from .io import write_labels
-
     segmenter = cfg.make_segmenter()
     name = image.source_path.name if image.source_path else "phantom"
     print(
         f"segmenting {name} {tuple(image.data.shape)} with {cfg.model_id}, strategy "
         f"{cfg.resolved_strategy()}, window {cfg.window().describe()}"
     )
-    result = cfg.segment_from_labels(segmenter, image.data, labels, case=name)
+    result = segment_labelled(segmenter, image, labels, cfg, case=name)
     print(result.summary().format_table())
     out_dir = Path(tempfile.mkdtemp(prefix="napari-samlung-demo-"))
     out = out_dir / ("segmentation.nii.gz" if image.data.ndim == 3 else "segmentation.png")
-    pred = result.labels if image.data.ndim == 3 else result.labels[0]
-    write_labels(out, pred, like=image)
+    write_result(result, out)
     print(f"wrote {out} ({result.seconds:.1f} s)")
     return 0
 

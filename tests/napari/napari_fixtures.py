@@ -20,7 +20,7 @@ import pandas as pd
 import segment_anything  # noqa: F401  (see the module docstring)
 import torchvision  # noqa: F401  (see the module docstring)
 
-from napari_samlung.runner import RunConfig
+from napari_samlung.core.config import RunConfig
 from napari_samlung.core.engine import Segmenter
 from napari_samlung.core.models import REGISTRY, get_spec, register_model
 from napari_samlung.core.propagation import PropagationSettings

@@ -10,7 +10,7 @@ import pytest
 from napari_fixtures import DATA_DIR, REPO, go_to_slice, image_layer, wait_idle
 
 from napari_samlung._napari.launch import build_viewer
-from napari_samlung.runner import RunConfig
+from napari_samlung.core.config import RunConfig
 from napari_samlung.io import read_image, read_mask
 from napari_samlung.io.phantom import make_phantom
 

@@ -46,7 +46,7 @@ from qtpy.QtWidgets import QApplication, QFileDialog
 
 from napari_samlung._napari.launch import build_viewer
 from napari_samlung._napari.widget import SamLungWidget
-from napari_samlung.runner import RunConfig
+from napari_samlung.core.config import RunConfig
 from napari_samlung.core.engine import Segmenter
 from napari_samlung.core.models import REGISTRY
 from napari_samlung.core.prompts import MAX_POINTS_PER_SLICE

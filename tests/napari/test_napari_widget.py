@@ -26,7 +26,7 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 from napari_samlung._napari.launch import build_viewer
 from napari_samlung._napari.prompt_layers import BOX_ONLY_MESSAGE
 from napari_samlung._napari.widget import SamLungWidget
-from napari_samlung.runner import RunConfig
+from napari_samlung.core.config import RunConfig
 from napari_samlung.io.phantom import make_phantom
 
 pytestmark = pytest.mark.gui

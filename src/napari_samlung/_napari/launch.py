@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runner import RunConfig
+from ..core.config import RunConfig
 from ..io import ImageData
 from ..io.names import strip_suffix
 from .reader import image_tuple, labels_tuple

@@ -25,7 +25,7 @@ from napari.viewer import Viewer
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QSizePolicy, QTextEdit
 
-from ..runner import RunConfig
+from ..core.config import RunConfig
 from ..core.models import get_spec, public_models
 from ..core.prompts import STRATEGIES
 from ..core.windowing import WINDOW_PRESETS, Window

@@ -18,10 +18,10 @@ import torch
 pytest.importorskip("dask.distributed")
 
 from napari_samlung import cli  # noqa: E402
-from napari_samlung.distributed import evaluate_distributed, run_case_on_worker  # noqa: E402
+from napari_samlung.core.config import RunConfig  # noqa: E402
 from napari_samlung.io import Case, make_phantom, write_image, write_labels  # noqa: E402
 from napari_samlung.io.tables import read_scores_csv  # noqa: E402
-from napari_samlung.runner import RunConfig  # noqa: E402
+from napari_samlung.pipeline.dask import evaluate_distributed, run_case_on_worker  # noqa: E402
 
 GOOD = ("case_a", "case_b", "case_c")
 SHAPE = (4, 32, 40)  # two slices with lung per case
@@ -111,7 +111,7 @@ def test_workers_give_the_single_process_rows(dataset, tmp_path, capsys, one_thr
 
 def test_task_body_returns_errors_instead_of_raising(dataset, monkeypatch):
     """Whatever goes wrong inside a case comes back as that case's error."""
-    import napari_samlung.distributed as dist
+    import napari_samlung.pipeline.dask as dist
 
     config = RunConfig(model_id="tiny_random", precision="fp32", window_preset="paper")
     bad = Case("case_bad", dataset / "images" / "case_bad.nii.gz", dataset / "masks" / "x.nii.gz")

@@ -4,20 +4,16 @@ and the quality floors on the real data (marked slow)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import DATA_DIR
 from napari_samlung.cli import EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USAGE, main
 from napari_samlung.io.tables import read_scores_csv
 
-#: Real test data (read-only): $SAMLUNG_DATA, else <repo>/../shared/data.
-DATA_DIR = Path(
-    os.environ.get("SAMLUNG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
 MONTGOMERY = DATA_DIR / "montgomery"
 COVID = DATA_DIR / "covid19_ct_slices"
 CASES = ("MCUCXR_0001_0", "MCUCXR_0002_0", "MCUCXR_0003_0")
@@ -202,7 +198,7 @@ def test_resume_gives_the_same_summary_as_an_uninterrupted_run(xrays, tmp_path, 
 def test_resume_after_ctrl_c_and_a_crash_mid_case(xrays, tmp_path, capsys, monkeypatch):
     """Ctrl-C during the second case exits 130; rows of a case that was not recorded as
     done (a crash between the CSV and the state file) are dropped on --resume."""
-    import napari_samlung.evaluation as evaluation
+    import napari_samlung.pipeline.evaluate as evaluation
 
     images, masks = xrays
     full, part = tmp_path / "full", tmp_path / "part"
@@ -267,7 +263,7 @@ def test_existing_json_needs_overwrite(synthetic_pair, tmp_path, capsys):
 
 
 def test_existing_json_is_refused_before_any_work(synthetic_pair, tmp_path, capsys, monkeypatch):
-    from napari_samlung.runner import RunConfig
+    from napari_samlung.core.config import RunConfig
 
     def no_model(self):
         raise AssertionError("the run started although its output cannot be written")

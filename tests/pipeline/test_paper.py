@@ -8,7 +8,7 @@ import pytest
 
 from conftest import DATA_DIR, requires_data
 from napari_samlung.cli import main
-from napari_samlung.paper import (
+from napari_samlung.pipeline.paper import (
     canonical_case,
     compare,
     format_comparison,

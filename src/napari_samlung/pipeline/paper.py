@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
-from .io.names import strip_suffix
-from .io.tables import read_scores_csv
+from ..errors import DatasetError
+from ..io.names import strip_suffix
+from ..io.tables import read_scores_csv
 
 _SLICE_SUFFIX = re.compile(r"^(?P<case>.+?)(?:_image)?_slice_(?P<slice>\d+)$")
 
@@ -63,6 +63,12 @@ def read_our_results(path: str | Path) -> dict[str, dict[int, float]]:
 
 @dataclass
 class CaseComparison:
+    """One case compared on the slices both runs scored (Dice as fractions in [0, 1]).
+
+    ``flipped``: our slice numbers were reversed to match the paper's.
+    ``differing``: ``(slice, ours, paper)`` where the Dice differ by more than the threshold.
+    """
+
     case: str
     slices: int
     flipped: bool
@@ -78,7 +84,23 @@ def compare(
     threshold: float = 0.05,
     n_slices: dict[str, int] | None = None,
 ) -> list[CaseComparison]:
-    """Per-case comparison on the slices both runs scored."""
+    """Per-case comparison on the slices both runs scored.
+
+    Parameters
+    ----------
+    ours, paper : dict
+        ``{case: {slice: dice}}`` from :func:`read_our_results` and :func:`read_paper_results`.
+    threshold : float
+        Dice difference (a fraction) above which a slice is listed as differing.
+    n_slices : dict, optional
+        ``{case: slice count}``, to reverse our slice numbers exactly; default:
+        one more than the highest slice number seen.
+
+    Returns
+    -------
+    list of CaseComparison
+        One per case in both, by case name.
+    """
     rows = []
     for case in sorted(ours):
         if case not in paper:
@@ -112,6 +134,7 @@ def compare(
 
 
 def format_comparison(rows: list[CaseComparison], threshold: float = 0.05) -> str:
+    """A text table: one line per case, then up to 20 differing slices each."""
     lines = [
         f"{'case':<28} {'slices':>6} {'ours':>7} {'paper':>7} {'diff':>7}  "
         f"slices |diff| > {threshold}"
@@ -127,3 +150,18 @@ def format_comparison(rows: list[CaseComparison], threshold: float = 0.05) -> st
     if not rows:
         lines.append("(no case in common)")
     return "\n".join(lines)
+
+
+def compare_files(
+    ours_csv: str | Path, paper: str | Path, threshold: float = 0.05
+) -> list[CaseComparison]:
+    """:func:`compare` a ``per_slice.csv`` of ours with the paper's CSV file or folder.
+
+    Raises
+    ------
+    DatasetError
+        When ``ours_csv`` does not exist or the paper has no per-slice CSV there.
+    """
+    if not Path(ours_csv).is_file():
+        raise DatasetError(f"{ours_csv} does not exist; run evaluate with --out first")
+    return compare(read_our_results(ours_csv), read_paper_results(paper), threshold)

@@ -1,0 +1,323 @@
+"""A dataset run with a resumable on-disk record, and its summary payload.
+
+Each finished case appends its rows to ``OUT/per_slice.csv`` (flushed and
+fsynced) and is then listed in ``OUT/cases.json``.  ``resume`` reloads both
+and skips the listed cases, so an interrupted run ends with the same summary
+as an uninterrupted one.  A case whose rows were written but that is not yet
+listed (a crash between the two writes) is redone, and its stale rows are
+dropped.
+
+The cases are evaluated by a *case map*: a function ``(cases, config) ->
+iterable of CaseResult``.  :func:`map_local` runs them one after the other in
+this process; :func:`napari_samlung.pipeline.dask.dask_case_map` runs them on
+Dask workers.  :meth:`EvaluationRun.run` is the one loop that records either.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+from ..core.config import RunConfig
+from ..core.metrics import SliceScore, Summary, summarize
+from ..errors import InputFileError, SamlungError
+from ..io import Case, find_cases, read_image, write_labels
+from ..io.atomic import atomic_write_text, check_writable
+from ..io.tables import read_scores_csv, write_scores_csv
+from .cases import (
+    CaseResult,
+    evaluate_case,
+    failed_case,
+    mask_suffix,
+    mask_targets,
+    nothing_scored,
+    output_name,
+)
+
+CSV_NAME = "per_slice.csv"
+STATE_NAME = "cases.json"
+SUMMARY_NAME = "summary.json"
+
+#: ``(cases, config) -> CaseResult per case`` (in any order; failures carry ``error``).
+CaseMap = Callable[[Sequence[Case], RunConfig], Iterable[CaseResult]]
+
+
+def map_local(cases: Sequence[Case], config: RunConfig) -> Iterator[CaseResult]:
+    """Evaluate ``cases`` in order in this process, with one model loaded for all.
+
+    A case that fails with a :class:`SamlungError` comes back with its error;
+    any other exception (Ctrl-C included) stops the run.
+    """
+    segmenter = config.make_segmenter() if cases else None
+    for case in cases:
+        try:
+            res = evaluate_case(segmenter, case, config)
+        except SamlungError as exc:
+            res = failed_case(case, str(exc))
+        yield res
+
+
+def choose_case_map(workers: int | None = None, scheduler: str | None = None) -> CaseMap:
+    """Local when neither ``workers`` (a local Dask cluster) nor ``scheduler`` is given."""
+    if workers or scheduler:
+        from .dask import dask_case_map
+
+        return dask_case_map(workers=workers, scheduler=scheduler)
+    return map_local
+
+
+def _write_json(path: Path, payload: dict, overwrite: bool) -> Path:
+    text = json.dumps(payload, indent=2, default=float) + "\n"
+    return atomic_write_text(path, text, overwrite=overwrite)
+
+
+class EvaluationRun:
+    """Collects the per-slice scores of many cases, optionally recording them in ``out_dir``.
+
+    Parameters
+    ----------
+    config : RunConfig
+        What decides the scores; a resumed run must match the interrupted one.
+    out_dir : Path, optional
+        Run folder for ``per_slice.csv``, ``cases.json``, ``summary.json`` and masks.
+    json_path : Path, optional
+        A second place for the summary payload.
+    overwrite : bool
+        Start again over an existing run folder (and replace existing masks).
+    resume : bool
+        Continue the run recorded in ``out_dir``.
+    save_masks : bool
+        Write each case's predicted mask to ``out_dir``.
+
+    Raises
+    ------
+    SamlungError
+        For ``resume``/``save_masks`` without ``out_dir``, an existing run without
+        ``overwrite``/``resume``, or a resume with other settings.
+    InputFileError
+        When ``out_dir`` cannot be created.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        out_dir: Path | None = None,
+        *,
+        json_path: Path | None = None,
+        overwrite: bool = False,
+        resume: bool = False,
+        save_masks: bool = False,
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.json_path = Path(json_path) if json_path is not None else None
+        self.save_masks = save_masks
+        self.overwrite = overwrite
+        self.resume = resume
+        self.scores: list[SliceScore] = []
+        self.skipped_empty = 0
+        self.seconds = 0.0
+        self.done: dict[str, dict] = {}
+        self.settings = config.settings()
+        if self.out_dir is None:
+            if resume:
+                raise SamlungError("--resume needs --out, the folder of the interrupted run")
+            if save_masks:
+                raise SamlungError("--save-masks needs --out, the folder to write masks to")
+            return
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, read-only disk
+            raise InputFileError(
+                f"{self.out_dir}: cannot create the output folder ({exc.strerror or exc}); "
+                "give --out a folder path that can be created"
+            ) from None
+        if resume:
+            self._reload()
+        else:
+            self._start_afresh()
+
+    def _reload(self) -> None:
+        csv_path, state_path = self.out_dir / CSV_NAME, self.out_dir / STATE_NAME
+        if state_path.exists():
+            state = json.loads(state_path.read_text())
+            if state.get("settings", self.settings) != self.settings:
+                raise SamlungError(
+                    f"{state_path}: the interrupted run used {state['settings']}; resume "
+                    "with the same model, strategy and window, or start a new --out folder"
+                )
+            self.done = state["cases"]
+        if csv_path.exists():
+            rows = [s for s in read_scores_csv(csv_path) if s.case in self.done]
+            self.scores.extend(rows)
+            write_scores_csv(csv_path, rows)  # drop rows of a case that did not finish
+        self.skipped_empty = sum(int(v["skipped_empty"]) for v in self.done.values())
+
+    def _start_afresh(self) -> None:
+        csv_path, state_path = self.out_dir / CSV_NAME, self.out_dir / STATE_NAME
+        for path in (csv_path, state_path, self.out_dir / SUMMARY_NAME):
+            if path.exists() and not self.overwrite:
+                raise SamlungError(
+                    f"{path} exists; pass --resume to continue that run or --overwrite "
+                    "to start again"
+                )
+        csv_path.unlink(missing_ok=True)
+        state_path.unlink(missing_ok=True)
+
+    @property
+    def may_replace_masks(self) -> bool:
+        """--overwrite, or --resume: a case not recorded as done may have left its own mask."""
+        return self.overwrite or self.resume
+
+    def run(
+        self,
+        cases: Sequence[Case],
+        on_case_done: Callable[[str], None] | None = None,
+        *,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        case_map: CaseMap | None = None,
+    ) -> list[str]:
+        """Evaluate the cases not yet done; return one problem line per failed case.
+
+        Cases without a mask (``find_cases`` reports them) have nothing to score
+        and are passed over.  A case whose mask has no lung on any slice is
+        recorded (it counts in ``skipped_empty``) and reported as a problem.
+
+        Parameters
+        ----------
+        cases : sequence of Case
+            The dataset, done cases included.
+        on_case_done : callable, optional
+            ``on_case_done(name)`` once per case, done before or now, failed or not.
+        workers, scheduler : optional
+            Run on a local Dask cluster of ``workers`` processes, or on the
+            ``dask.distributed`` scheduler at this address.
+        case_map : CaseMap, optional
+            How to evaluate the cases; overrides ``workers``/``scheduler``.
+        """
+        t0 = time.perf_counter()
+        todo = [c for c in cases if c.name not in self.done and c.mask_path is not None]
+        for c in cases:
+            if (c.name in self.done or c.mask_path is None) and on_case_done is not None:
+                on_case_done(c.name)
+        if self.save_masks and self.out_dir is not None and not self.may_replace_masks:
+            for case in todo:  # refuse before any work, not after the first case
+                for target in mask_targets(self.out_dir, case):
+                    check_writable(target, overwrite=False)
+        case_map = case_map or choose_case_map(workers, scheduler)
+        problems = []
+        for res in case_map(todo, self.config):
+            if res.error is not None:
+                problems.append(f"{res.name}: {res.error}")
+            else:
+                self.record(res)
+                problems.extend(nothing_scored(res))
+            if on_case_done is not None:
+                on_case_done(res.name)
+        self.seconds += time.perf_counter() - t0
+        return problems
+
+    def record(self, res: CaseResult) -> None:
+        """Keep a finished case's scores; write them (and its mask) to ``out_dir``."""
+        self.scores.extend(res.scores)
+        self.skipped_empty += res.skipped_empty
+        if self.out_dir is None:
+            return
+        if self.save_masks:
+            # results from Dask workers come without the image volume: re-read its header
+            image = res.image if res.image is not None else read_image(res.image_path)
+            case = Case(res.name, res.image_path or Path(res.name), None)
+            write_labels(
+                self.out_dir / output_name(case, mask_suffix(res.labels)),
+                res.labels,
+                like=image,
+                overwrite=self.may_replace_masks,
+            )
+        write_scores_csv(self.out_dir / CSV_NAME, res.scores, append=True)
+        self.done[res.name] = {"skipped_empty": res.skipped_empty, "slices": len(res.scores)}
+        atomic_write_text(
+            self.out_dir / STATE_NAME,
+            json.dumps({"settings": self.settings, "cases": self.done}, indent=1),
+            overwrite=True,
+        )
+
+    def summary(self) -> Summary:
+        """Dice and Jaccard over every scored slice of the run (resumed cases included)."""
+        return summarize(self.scores, self.skipped_empty)
+
+    def payload(self, summary: Summary | None = None) -> dict:
+        """The summary as JSON-ready values.
+
+        Keys: ``model``, ``strategy``, ``window``, the :class:`Summary` fields
+        (``cases``, ``slices``, ``skipped_empty``, ``empty_predictions``, and
+        ``dice``/``jaccard`` with ``mean``, ``std``, ``min``, ``max``, ``median``
+        as fractions in [0, 1]) and ``seconds`` (wall time of :meth:`run`).
+        """
+        summary = summary or self.summary()
+        return {
+            "model": self.settings["model"],
+            "strategy": self.settings["strategy"],
+            "window": self.settings["window"],
+            **summary.to_dict(),
+            "seconds": self.seconds,
+        }
+
+    def write_summary(self, payload: dict) -> list[Path]:
+        """Write ``payload`` to ``out_dir/summary.json`` and to ``json_path``; return the paths."""
+        written = []
+        if self.out_dir is not None:
+            written.append(_write_json(self.out_dir / SUMMARY_NAME, payload, overwrite=True))
+        if self.json_path is not None:
+            written.append(_write_json(self.json_path, payload, overwrite=self.overwrite))
+        return written
+
+
+def open_run(
+    config: RunConfig,
+    images: Path,
+    masks: Path | None = None,
+    *,
+    limit: int | None = None,
+    out_dir: Path | None = None,
+    json_path: Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    save_masks: bool = False,
+) -> tuple[EvaluationRun, list[Case], list[str]]:
+    """Check the summary file can be written, find the cases, open the run folder.
+
+    In that order, so that nothing is read or created before a refusal.
+
+    Parameters
+    ----------
+    images, masks : Path
+        As :func:`~napari_samlung.io.find_cases` takes them.
+    limit : int, optional
+        Only the first ``limit`` cases.
+    out_dir, json_path, overwrite, resume, save_masks
+        As :class:`EvaluationRun` takes them.
+
+    Returns
+    -------
+    run : EvaluationRun
+    cases : list of Case
+    problems : list of str
+        One line per file of the dataset that could not be used.
+    """
+    if json_path is not None:
+        check_writable(json_path, overwrite)  # refuse before any work, not after it
+    cases, problems = find_cases(images, masks)
+    if limit is not None:
+        cases = cases[:limit]
+    run = EvaluationRun(
+        config,
+        out_dir,
+        json_path=json_path,
+        overwrite=overwrite,
+        resume=resume,
+        save_masks=save_masks,
+    )
+    return run, cases, problems
