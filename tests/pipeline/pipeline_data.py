@@ -1,0 +1,36 @@
+"""Small synthetic datasets for the direct tests of ``napari_samlung.pipeline``.
+
+The model is the hidden micro random SAM (registered by ``random_sam.py``), so
+scores are meaningless but every code path is the real one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_samlung.core.config import RunConfig
+from napari_samlung.io import make_phantom, write_image, write_labels
+
+#: The micro random SAM on the CPU, paper window: fast and deterministic.
+MICRO = RunConfig(model_id="micro_random", device="cpu", precision="fp32", window_preset="paper")
+#: (slice, row, col) of the phantoms: lung on some slices, none on others.
+SHAPE = (6, 32, 40)
+NAMES = ("case_a", "case_b", "case_c")
+
+
+def write_phantoms(root: Path, names=NAMES, shape=SHAPE) -> Path:
+    """``root/images`` and ``root/masks`` with one phantom CT per name; return ``root``."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for seed, name in enumerate(names):
+        image, labels = make_phantom(shape, seed=seed)
+        write_image(root / "images" / f"{name}.nii.gz", image)
+        write_labels(root / "masks" / f"{name}.nii.gz", labels, like=image)
+    return root
+
+
+def lung_slices(labels: np.ndarray) -> list[int]:
+    """Indices of the slices of a (slice, row, col) label volume that have lung."""
+    return [z for z in range(labels.shape[0]) if labels[z].any()]
