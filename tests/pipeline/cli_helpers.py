@@ -1,5 +1,10 @@
 """Helpers of the console-script reliability tests (``test_cli_*.py``).
 
+Each test goes through ``napari_samlung.cli.main`` on the hidden micro random SAM and
+32 x 32 images: a refusal is exactly one stderr line ``napari-samlung: error: ...``
+naming the file, the problem and the fix, with exit status 2 and no traceback; a case
+``evaluate`` cannot use is one ``napari-samlung: skipped: ...`` line and exit 3.
+
 - :func:`run_cli`, :func:`refused`, :func:`skipped_lines`: run ``main`` and check the
   one-line answers (``napari-samlung: error: ...`` with exit 2, ``skipped: ...``);
 - :func:`two_lungs`, :func:`save_nifti`: small synthetic lungs and NIfTI files;

@@ -1,10 +1,7 @@
 """Models and devices: checkpoints of another architecture, truncated or interrupted
 downloads, a missing GPU, and no float64 tensor anywhere on the segment path (MPS).
 
-Each case goes through ``napari_samlung.cli.main`` on the hidden micro random SAM and
-32 x 32 images (helpers in ``cli_helpers.py``): a refusal is exactly one stderr line
-``napari-samlung: error: ...`` naming the file, the problem and the fix, with exit status 2
-and no traceback; a case ``evaluate`` cannot use is one ``skipped:`` line and exit 3.
+The conventions and helpers are in ``cli_helpers.py``.
 """
 
 from __future__ import annotations

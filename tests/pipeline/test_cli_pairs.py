@@ -1,10 +1,7 @@
 """Image/mask pairs and dataset folders: masks that do not fit, are empty or are not lung
 labels, and messy folders whose unusable files are skipped one line each.
 
-Each case goes through ``napari_samlung.cli.main`` on the hidden micro random SAM and
-32 x 32 images (helpers in ``cli_helpers.py``): a refusal is exactly one stderr line
-``napari-samlung: error: ...`` naming the file, the problem and the fix, with exit status 2
-and no traceback; a case ``evaluate`` cannot use is one ``skipped:`` line and exit 3.
+The conventions and helpers are in ``cli_helpers.py``.
 """
 
 from __future__ import annotations
