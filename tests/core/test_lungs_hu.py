@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import DATA_DIR, requires_data
-from napari_samlung.core.labels import LEFT_LUNG, RIGHT_LUNG
+from napari_samlung.core.labels import LEFT_LUNG, RIGHT_LUNG, side_of_midline
 from napari_samlung.core.lungs_hu import (
     body_midline_col,
     find_lung_candidates,
-    side_of_midline,
 )
 from napari_samlung.core.metrics import dice
 

@@ -55,6 +55,18 @@ def split_lungs(binary: np.ndarray) -> np.ndarray:
     return out
 
 
+def side_of_midline(mask_2d: np.ndarray, midline_col: float) -> int:
+    """The label of a one-lung mask: the left lung (1) lies right of the midline in the image.
+
+    Radiological display puts the patient's left on the image's right
+    (larger column indices).
+    """
+    cols = np.argwhere(mask_2d)[:, 1]
+    if cols.size == 0:
+        raise ValueError("side_of_midline needs a non-empty mask")
+    return LEFT_LUNG if cols.mean() > midline_col else RIGHT_LUNG
+
+
 def to_lung_labels(mask: np.ndarray, *, name: str = "mask") -> np.ndarray:
     """Normalise any supported lung mask to uint8 labels {0, 1, 2}.
 

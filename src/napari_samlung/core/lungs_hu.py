@@ -35,12 +35,15 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import ShapeMismatchError
-from .labels import LEFT_LUNG, RIGHT_LUNG
+from .labels import LEFT_LUNG, RIGHT_LUNG, side_of_midline
+from .windowing import is_prewindowed
 
 #: Lung is below this density; soft tissue, blood and bone are above it.
 AIR_THRESHOLD_HU = -400.0
 #: Pure air in Hounsfield units.
 AIR_HU = -1000.0
+#: Tissue below this still holds air: ground glass, consolidation with air bronchograms.
+PARTLY_AERATED_HU = -200.0
 #: A region whose median lies this fraction of the way from pure air to the
 #: threshold, or closer to air, is gas rather than lung (-950 HU at -400).
 GAS_FRACTION = 50.0 / 600.0
@@ -60,6 +63,9 @@ MIN_LUNG_AREA_CM2 = 0.5
 END_SLICE_RATIO = 0.3
 #: ... or below this area in mm².
 END_SLICE_MIN_MM2 = 30.0
+#: Holes up to this area (mm², in one slice) are vessels and airway walls: filled.  Larger
+#: ones are the heart or the liver dome that the lung wraps around in a slice.
+MAX_HOLE_MM2 = 400.0
 #: In-plane erosion tried, at most, to part two lungs that touch.
 MAX_SPLIT_EROSION_MM = 15.0
 
@@ -109,6 +115,15 @@ def air_threshold(volume: np.ndarray, windowed: bool) -> tuple[float, float]:
     return float(threshold_otsu(values)), float(np.percentile(values, 1))
 
 
+def partly_aerated_level(threshold: float, air: float) -> float:
+    """Density below which tissue still holds air (-200 HU for the -400 HU threshold).
+
+    Expressed on the way from pure air to the threshold, so it carries over to
+    windowed 8-bit data: -200 HU lies 4/3 of that way.
+    """
+    return air + (PARTLY_AERATED_HU - AIR_HU) / (AIR_THRESHOLD_HU - AIR_HU) * (threshold - air)
+
+
 def body_midline_col(body_2d: np.ndarray) -> float:
     """Column (in pixels) of the body's centre in one slice; the image centre if empty."""
     cols = np.flatnonzero(body_2d.any(axis=0))
@@ -117,12 +132,17 @@ def body_midline_col(body_2d: np.ndarray) -> float:
     return float(np.argwhere(body_2d)[:, 1].mean())
 
 
-def side_of_midline(mask_2d: np.ndarray, midline_col: float) -> int:
-    """The lung label of a one-lung mask: left lung (1) right of the midline in the image."""
-    cols = np.argwhere(mask_2d)[:, 1]
-    if cols.size == 0:
-        raise ValueError("side_of_midline needs a non-empty mask")
-    return LEFT_LUNG if cols.mean() > midline_col else RIGHT_LUNG
+def slice_midline_col(slice_2d: np.ndarray, windowed: bool | None = None) -> float:
+    """The body's midline column in one CT slice (HU, or windowed 8-bit).
+
+    The body is everything not connected to the outside air; the image's
+    centre column when the slice holds no body.
+    """
+    data = np.asarray(slice_2d, np.float32)[None]
+    if windowed is None:
+        windowed = is_prewindowed(slice_2d)
+    threshold, _ = air_threshold(data, windowed)
+    return body_midline_col(~_border_connected(data < threshold)[0])
 
 
 def find_lung_candidates(
@@ -166,7 +186,7 @@ def find_lung_candidates(
         raise ShapeMismatchError(f"expected a 2D slice or 3D volume, got shape {data.shape}")
     flat = data.ndim == 2
     if windowed is None:
-        windowed = data.dtype == np.uint8
+        windowed = is_prewindowed(data)
     vol = np.asarray(data[None] if flat else data, np.float32)
     spacing = _spacing_3d(spacing_zyx_mm, data.ndim)
     if windowed:
@@ -186,7 +206,7 @@ def find_lung_candidates(
     if not flat:
         lungs = _trim_end_slices(lungs, spacing)
     labels = _split_left_right(lungs, body, spacing)
-    labels = _fill_holes_per_slice(labels)
+    labels = _fill_holes_per_slice(labels, MAX_HOLE_MM2 / (spacing[1] * spacing[2]))
     if flat:
         return LungCandidates(labels[0], body[0], threshold)
     return LungCandidates(labels, body, threshold)
@@ -335,7 +355,7 @@ def _split_left_right(lungs: np.ndarray, body: np.ndarray, spacing: np.ndarray) 
             out[rest & nearer_left] = LEFT_LUNG
             out[rest & ~nearer_left] = RIGHT_LUNG
     else:  # one lung only (e.g. a slab at the apex): its side of the midline decides
-        out[lungs] = LEFT_LUNG if centre[lungs_two[0]] > midline else RIGHT_LUNG
+        out[lungs] = side_of_midline(lungs.any(axis=0), midline)
     return out
 
 
@@ -372,12 +392,18 @@ def _erode_apart(component: np.ndarray, spacing: np.ndarray) -> np.ndarray | Non
     return None
 
 
-def _fill_holes_per_slice(labels: np.ndarray) -> np.ndarray:
+def _fill_holes_per_slice(labels: np.ndarray, max_hole_px: float) -> np.ndarray:
+    """Fill each lung's holes of at most ``max_hole_px`` pixels, slice by slice."""
     out = labels.copy()
     for z in range(len(labels)):
         for lung in (LEFT_LUNG, RIGHT_LUNG):
             mask = labels[z] == lung
-            if mask.any():
-                filled = ndi.binary_fill_holes(mask)
-                out[z][filled & (out[z] == 0)] = lung
+            if not mask.any():
+                continue
+            holes, n = ndi.label(ndi.binary_fill_holes(mask) & ~mask)
+            if n == 0:
+                continue
+            sizes = np.bincount(holes.ravel())
+            small = (sizes <= max_hole_px) & (np.arange(n + 1) > 0)
+            out[z][small[holes] & (out[z] == 0)] = lung
     return out
