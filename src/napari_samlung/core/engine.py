@@ -403,12 +403,15 @@ class Segmenter:
         *,
         strategy: Strategy | None = None,
         validate: bool = True,
+        midline_col: float | None = None,
     ) -> tuple[np.ndarray, float]:
         """Lung labels (uint8, 0/1/2) for one slice from its prompts, and the mean predicted IoU.
 
-        Prompts with a ``target_label`` paint that label; prompts without one
-        are split into left/right lungs.  Where two prompts' masks overlap the
-        larger logit wins.
+        Prompts with a ``target_label`` of 1 or 2 paint that label; a
+        :data:`~.prompts.ONE_LUNG` prompt paints one lung named by its side of
+        ``midline_col`` (the body's midline in pixel columns; default the image
+        centre); a prompt without one is split into left/right lungs.  Where
+        two prompts' masks overlap the larger logit wins.
         """
         rows, cols = image_rgb.shape[:2]
         if validate:
@@ -419,7 +422,7 @@ class Segmenter:
             return np.zeros((rows, cols), np.uint8), float("nan")
         emb = self.embed(image_rgb)
         pred = self.predict(emb, prompts, multimask=bool(strategy and strategy.multimask))
-        labels = combine_masks(pred, prompts)
+        labels = combine_masks(pred, prompts, midline_col)
         if strategy is not None and strategy.postprocess:
             labels = clean_labels(labels)
         return labels, float(np.mean(pred.predicted_iou))

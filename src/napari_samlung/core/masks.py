@@ -13,11 +13,13 @@ import torch
 from scipy import ndimage as ndi
 
 from .embedding import Embedding, Prediction, upscale_logits
-from .labels import split_lungs
-from .prompts import Prompt
+from .labels import side_of_midline, split_lungs
+from .prompts import ONE_LUNG, Prompt
 
 
-def combine_masks(pred: Prediction, prompts: Sequence[Prompt]) -> np.ndarray:
+def combine_masks(
+    pred: Prediction, prompts: Sequence[Prompt], midline_col: float | None = None
+) -> np.ndarray:
     """Merge per-prompt masks into one lung label image.
 
     Parameters
@@ -25,8 +27,12 @@ def combine_masks(pred: Prediction, prompts: Sequence[Prompt]) -> np.ndarray:
     pred : Prediction
         Masks and logits, (n_prompts, rows, cols).
     prompts : sequence of Prompt
-        The prompts of ``pred``, in order.  One with a ``target_label`` paints
-        that label; one without is split into left and right lungs.
+        The prompts of ``pred``, in order.  A ``target_label`` of 1 or 2 paints
+        that label; :data:`~.prompts.ONE_LUNG` paints one lung, named by the side
+        of ``midline_col`` its mask lies on; ``None`` (a box around both lungs)
+        is split into left and right lungs.
+    midline_col : float, optional
+        The body's midline, in pixel columns (default: the image's centre).
 
     Returns
     -------
@@ -34,6 +40,8 @@ def combine_masks(pred: Prediction, prompts: Sequence[Prompt]) -> np.ndarray:
         (rows, cols) uint8 lung labels; where masks overlap the larger logit wins.
     """
     n, rows, cols = pred.logits.shape
+    if midline_col is None:
+        midline_col = (cols - 1) / 2.0
     if n == 1 and prompts[0].target_label is None:
         return split_lungs(pred.masks[0])
     logits = np.where(pred.masks, pred.logits, -np.inf)
@@ -44,6 +52,9 @@ def combine_masks(pred: Prediction, prompts: Sequence[Prompt]) -> np.ndarray:
         sel = any_mask & (winner == i)
         if p.target_label is None:
             out[sel] = split_lungs(sel)[sel]
+        elif p.target_label == ONE_LUNG:
+            if sel.any():
+                out[sel] = side_of_midline(sel, midline_col)
         else:
             out[sel] = p.target_label
     return out

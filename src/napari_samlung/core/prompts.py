@@ -20,6 +20,11 @@ from .labels import lung_union
 
 POSITIVE = 1
 NEGATIVE = 0
+#: ``Prompt.target_label`` for a user's box or point group: one lung, named left or right by
+#: the side of the body's midline its mask lies on (never split in two).
+ONE_LUNG = -1
+#: Box enlargement around a lung for prompts made from a mask, a fraction of its size.
+BOX_MARGIN_FRACTION = 0.05
 #: More points than this on one slice is almost certainly a mistake (a stuck key, a script bug).
 MAX_POINTS_PER_SLICE = 64
 
@@ -29,8 +34,10 @@ class Prompt:
     """One SAM call's worth of prompts on one slice.
 
     ``target_label`` is the lung label the resulting mask is painted with;
-    ``None`` means "all lungs together": the predicted mask is split into
-    left/right lungs afterwards.
+    :data:`ONE_LUNG` means "one lung, name it by its side of the midline"
+    (what a user's box or point group is); ``None`` means "all lungs
+    together" (a box around both lungs): the mask is split into left/right
+    lungs afterwards.
     """
 
     points_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
@@ -205,6 +212,47 @@ def per_lung_prompts(lung_labels: np.ndarray, accepts_points: bool = True) -> li
         prompt = Prompt(box_xyxy=box_xyxy_from_mask(mask), target_label=value)
         if accepts_points:
             prompt.points_xy = points_rc_to_xy(np.array([paper_positive_point_rc(mask)]))
+            prompt.point_labels = np.array([POSITIVE])
+        prompts.append(prompt)
+    return prompts
+
+
+def lung_prompts(
+    lung_labels: np.ndarray, accepts_points: bool, margin_frac: float = BOX_MARGIN_FRACTION
+) -> list[Prompt]:
+    """One prompt per lung of a label image: its enlarged box and an interior point.
+
+    Used where the labels are a guess rather than the truth (the previous
+    slice in propagation, the air candidates), so the box is enlarged on each
+    side by ``margin_frac`` of its width/height (at least 2 pixels), and the
+    positive point (models that take points only) is the mask's most interior
+    pixel.
+
+    Parameters
+    ----------
+    lung_labels
+        uint8 (row, col) lung labels (0, 1 left, 2 right).
+    accepts_points
+        Whether the model takes points.
+    margin_frac
+        Box enlargement per side, as a fraction of the box size.
+
+    Returns
+    -------
+    list of Prompt
+        Boxes ``(x0, y0, x1, y1)`` in pixels, ``target_label`` = the lung.
+    """
+    rows, cols = lung_labels.shape
+    prompts = []
+    for value in _lung_ids(lung_labels):
+        mask = lung_labels == value
+        x0, y0, x1, y1 = box_xyxy_from_mask(mask)
+        mx = max(2.0, margin_frac * (x1 - x0))
+        my = max(2.0, margin_frac * (y1 - y0))
+        box = [max(0, x0 - mx), max(0, y0 - my), min(cols - 1, x1 + mx), min(rows - 1, y1 + my)]
+        prompt = Prompt(box_xyxy=box, target_label=value)
+        if accepts_points:
+            prompt.points_xy = points_rc_to_xy(np.array([interior_point_rc(mask)]))
             prompt.point_labels = np.array([POSITIVE])
         prompts.append(prompt)
     return prompts

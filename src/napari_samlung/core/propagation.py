@@ -9,6 +9,13 @@ area falls below ``min_area_px``, its predicted IoU below ``min_score``, or
 its area jumps by more than ``max_area_change`` (a leak into the body or a
 collapse).  Each seed owns the slices nearer to it than to any other seed, so
 a correction on one slice re-propagates only its own stretch.
+
+Guarded by the CT's air (``candidates``, from :mod:`.lungs_hu`): the next
+slice's prompt for a lung is the box of the candidate air on that slice that
+the previous slice's lung overlaps, and the model's mask is checked against
+that air (:func:`~.refine.refine_with_candidates`).  A lung stops where its
+candidate air ends, so no mask is written on a slice without aerated lung, and
+propagation does not run into the liver, the heart or the bowel.
 """
 
 from __future__ import annotations
@@ -18,19 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..errors import PromptError
 from .engine import Segmenter
 from .masks import combine_masks
-from .prompts import (
-    POSITIVE,
-    Prompt,
-    box_xyxy_from_mask,
-    interior_point_rc,
-    per_lung_prompts,
-    points_rc_to_xy,
-    validate_prompt,
-)
+from .prompts import Prompt, lung_prompts, per_lung_prompts, validate_prompt
+from .refine import assign_air_to_lungs, refine_with_candidates
 from .volume import as_volume
 from .windowing import Window, to_rgb
 
@@ -81,22 +82,18 @@ def seeds_from_labels(lung_labels: np.ndarray, slice_index: int | None = None) -
     return [Seed(slice_index, per_lung_prompts(truth[slice_index], accepts_points=True))]
 
 
-def next_prompts(labels_2d: np.ndarray, accepts_points: bool, margin_frac: float) -> list[Prompt]:
-    """Prompts for the neighbouring slice from this slice's lung labels."""
-    rows, cols = labels_2d.shape
-    prompts = []
-    for value in (int(v) for v in np.unique(labels_2d) if v > 0):
-        mask = labels_2d == value
-        x0, y0, x1, y1 = box_xyxy_from_mask(mask)
-        mx = max(2.0, margin_frac * (x1 - x0))
-        my = max(2.0, margin_frac * (y1 - y0))
-        box = [max(0, x0 - mx), max(0, y0 - my), min(cols - 1, x1 + mx), min(rows - 1, y1 + my)]
-        prompt = Prompt(box_xyxy=box, target_label=value)
-        if accepts_points:
-            prompt.points_xy = points_rc_to_xy(np.array([interior_point_rc(mask)]))
-            prompt.point_labels = np.array([POSITIVE])
-        prompts.append(prompt)
-    return prompts
+def guide_air(previous_2d: np.ndarray, candidates_2d: np.ndarray, reach_px: int = 2) -> np.ndarray:
+    """The candidate air of a slice that continues the previous slice's lungs.
+
+    Each connected piece of candidate air joins the lung of ``previous_2d``
+    (dilated by ``reach_px`` pixels) that it overlaps most; pieces that touch
+    no previous lung are dropped.  uint8 (row, col) labels.
+    """
+    grown = np.zeros_like(previous_2d)
+    for value in (int(v) for v in np.unique(previous_2d) if v > 0):
+        reach = ndi.binary_dilation(previous_2d == value, iterations=reach_px)
+        grown[reach & (grown == 0)] = value
+    return assign_air_to_lungs(candidates_2d > 0, candidates_2d, grown, keep_unmatched=False)
 
 
 def _accept(
@@ -105,7 +102,13 @@ def _accept(
     predicted_iou: dict[int, float],
     settings: PropagationSettings,
 ) -> tuple[np.ndarray, list[str]]:
-    """Drop lungs that fail the stopping rules; say why."""
+    """Drop lungs that fail the stopping rules; say why.
+
+    ``previous`` is what the area of each lung is compared with: the previous
+    slice's labels, or, when the walk is guarded, this slice's air that
+    continues each lung (the area may change fast between slices at the
+    lung's base and apex, but not away from the air it was prompted from).
+    """
     reasons = []
     kept = labels.copy()
     for value in (int(v) for v in np.unique(labels) if v > 0):
@@ -140,11 +143,16 @@ def propagate(
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     on_slice: Callable[[int, np.ndarray], None] | None = None,
+    candidates: np.ndarray | None = None,
+    spacing_zyx_mm: tuple[float, ...] = (1.0, 1.0, 1.0),
 ) -> PropagationResult:
     """Segment the seed slices, then walk away from each seed up and down the volume.
 
     ``on_slice(z, labels_2d)`` is called for every slice written (the widget
-    uses it to show results as they come).
+    uses it to show results as they come).  ``candidates``, the air candidates
+    of the volume (uint8 ``(slice, row, col)`` lung labels, see
+    :func:`~.lungs_hu.find_lung_candidates`), guard the walk (module
+    docstring); ``spacing_zyx_mm`` is the voxel spacing in mm.
     """
     t0 = time.perf_counter()
     volume = as_volume(image)
@@ -171,16 +179,26 @@ def propagate(
         if progress is not None:
             progress(done, n)
 
-    def segment(z: int, prompts: list[Prompt]) -> tuple[np.ndarray, dict[int, float]]:
+    air = None if candidates is None else as_volume(candidates)
+    spacing_rc = tuple(spacing_zyx_mm[-2:])
+
+    def segment(
+        z: int, prompts: list[Prompt], guide: np.ndarray | None = None
+    ) -> tuple[np.ndarray, dict[int, float]]:
         rgb = to_rgb(volume[z], window)
         checked = [validate_prompt(p, rgb.shape[:2], segmenter.accepts_points) for p in prompts]
         pred = segmenter.predict(segmenter.embed(rgb), checked)
+        lab = combine_masks(pred, checked)
         per_label = {
-            p.target_label: float(s)
-            for p, s in zip(checked, pred.predicted_iou, strict=True)
+            int(lab[m].max()) if m.any() and lab[m].any() else p.target_label: float(s)
+            for p, s, m in zip(checked, pred.predicted_iou, pred.masks, strict=True)
             if p.target_label is not None
         }
-        return combine_masks(pred, checked), per_label
+        if air is not None:
+            if guide is None:  # a seed: the air its own masks overlap
+                guide = guide_air(lab, air[z], reach_px=0)
+            lab = refine_with_candidates(lab, guide, spacing_rc)
+        return lab, per_label
 
     for seed in sorted(seeds, key=lambda s: s.slice_index):
         if should_cancel is not None and should_cancel():
@@ -197,9 +215,14 @@ def propagate(
                 if should_cancel is not None and should_cancel():
                     result.cancelled = True
                     break
-                prompts = next_prompts(previous, segmenter.accepts_points, settings.box_margin_frac)
-                lab, iou = segment(z, prompts)
-                kept, reasons = _accept(lab, previous, iou, settings)
+                guide = None if air is None else guide_air(previous, air[z])
+                if guide is not None and not guide.any():
+                    result.stop_reasons.append(f"slice {z}: no aerated lung (CT air) here")
+                    break
+                source = previous if guide is None else guide
+                prompts = lung_prompts(source, segmenter.accepts_points, settings.box_margin_frac)
+                lab, iou = segment(z, prompts, guide)
+                kept, reasons = _accept(lab, previous if guide is None else guide, iou, settings)
                 if not kept.any():
                     result.stop_reasons.append(
                         f"slice {z}: {', '.join(sorted(set(reasons))) or 'nothing found'}"

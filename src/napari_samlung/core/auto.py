@@ -1,0 +1,133 @@
+"""Automatic CT segmentation without ground truth: air candidates -> prompts -> model -> rule.
+
+1. :func:`~.lungs_hu.find_lung_candidates` finds the aerated lungs of the
+   whole volume from its Hounsfield units;
+2. every slice with candidate lung gets one prompt per lung: the lung's box,
+   slightly enlarged, plus an interior positive point for models that take
+   points (:func:`~.prompts.lung_prompts`);
+3. the segmenter runs on those prompts;
+4. the model's masks and the candidates are combined by ``combine``:
+   ``"refined"`` (:func:`~.refine.refine_with_candidates`: the candidate, plus
+   what the model adds that the aerated lung encloses), ``"model"`` or
+   ``"candidates"`` (no model call at all).  ``docs/auto.md`` measures them.
+
+A slice without candidate lung is never written, so nothing leaks into the
+liver, the bowel or the neck.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import numpy as np
+
+from ..errors import ShapeMismatchError
+from .engine import Segmenter
+from .lungs_hu import find_lung_candidates
+from .metrics import score_slice
+from .prompts import lung_prompts
+from .refine import refine_with_candidates
+from .volume import SliceResult, as_volume
+from .windowing import Window, to_rgb
+
+Combine = Literal["refined", "model", "candidates"]
+COMBINE_RULES: tuple[str, ...] = ("refined", "model", "candidates")
+
+
+def iter_segment_auto(
+    segmenter: Segmenter | None,
+    image: np.ndarray,
+    *,
+    window: Window,
+    spacing_zyx_mm: tuple[float, ...] | None = None,
+    combine: Combine = "refined",
+    candidates: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    slices: Iterable[int] | None = None,
+    batch_size: int = 4,
+    case: str = "",
+) -> Iterator[SliceResult]:
+    """Yield one :class:`~.volume.SliceResult` per slice with candidate lung, in order.
+
+    Parameters
+    ----------
+    segmenter
+        The model; may be ``None`` with ``combine="candidates"``.
+    image
+        CT ``(slice, row, col)`` in HU (or windowed uint8), or one ``(row, col)`` slice.
+    window
+        The CT window the model sees.
+    spacing_zyx_mm
+        Voxel spacing in mm, one entry per axis of ``image``.
+    combine
+        The rule that makes the final mask (see the module docstring).
+    candidates
+        Precomputed candidate labels (same shape as ``image``); found here when None.
+    truth
+        Optional ground truth, used only to score the slices (``metrics``).
+    slices
+        Slice indices to consider (default: all).
+    batch_size
+        Slices embedded per encoder call.
+    case
+        Case name for the scores.
+    """
+    if combine not in COMBINE_RULES:
+        raise ValueError(f"combine must be one of {', '.join(COMBINE_RULES)}, got {combine!r}")
+    volume = as_volume(image)
+    spacing = _spacing_3d(spacing_zyx_mm, np.ndim(image))
+    if candidates is None:
+        candidates = find_lung_candidates(volume, spacing).lung_labels
+    cand = as_volume(candidates)
+    gt = None if truth is None else as_volume(truth)
+    if cand.shape != volume.shape or (gt is not None and gt.shape != volume.shape):
+        raise ShapeMismatchError(
+            f"image {volume.shape}, candidates {cand.shape} and ground truth "
+            f"{None if gt is None else gt.shape} must have the same shape"
+        )
+    indices = range(volume.shape[0]) if slices is None else slices
+    todo = [int(z) for z in indices if cand[int(z)].any()]
+    step = max(1, batch_size)
+    for start in range(0, len(todo), step):
+        chunk = todo[start : start + step]
+        t0 = time.perf_counter()
+        rgbs: list[np.ndarray | None] = [None] * len(chunk)
+        if combine != "candidates":
+            rgbs = [to_rgb(volume[z], window) for z in chunk]
+            segmenter.embed_many(rgbs, batch_size=batch_size)
+        embed_share = (time.perf_counter() - t0) / len(chunk)
+        for z, rgb in zip(chunk, rgbs, strict=True):
+            t1 = time.perf_counter()
+            labels, iou = _segment_one(segmenter, rgb, cand[z], combine, spacing[1:])
+            seconds = embed_share + time.perf_counter() - t1
+            metrics = None
+            if gt is not None and gt[z].any():
+                metrics = score_slice(
+                    labels, gt[z], case=case, slice_index=z, score=iou, seconds=seconds
+                )
+            yield SliceResult(z, labels, iou, seconds, metrics)
+
+
+def _segment_one(
+    segmenter: Segmenter | None,
+    rgb: np.ndarray | None,
+    candidate_2d: np.ndarray,
+    combine: Combine,
+    spacing_rc_mm: np.ndarray,
+) -> tuple[np.ndarray, float]:
+    if combine == "candidates" or segmenter is None:
+        return candidate_2d.astype(np.uint8), float("nan")
+    prompts = lung_prompts(candidate_2d, segmenter.accepts_points)
+    model, iou = segmenter.segment_slice(rgb, prompts, validate=False)
+    if combine == "model":
+        return model, iou
+    return refine_with_candidates(model, candidate_2d, tuple(spacing_rc_mm)), iou
+
+
+def _spacing_3d(spacing_zyx_mm: tuple[float, ...] | None, ndim: int) -> np.ndarray:
+    if spacing_zyx_mm is None:
+        return np.ones(3)
+    spacing = np.asarray(spacing_zyx_mm, float).reshape(-1)
+    return np.concatenate([[1.0], spacing]) if ndim == 2 and spacing.size == 2 else spacing
