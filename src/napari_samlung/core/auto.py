@@ -25,12 +25,12 @@ import numpy as np
 
 from ..errors import ShapeMismatchError
 from .engine import Segmenter
-from .lungs_hu import find_lung_candidates
+from .lungs_hu import air_threshold, find_lung_candidates, partly_aerated_level
 from .metrics import score_slice
 from .prompts import lung_prompts
 from .refine import refine_with_candidates
-from .volume import SliceResult, as_volume
-from .windowing import Window, to_rgb
+from .volume import CancelFn, ProgressFn, SliceResult, VolumeResult, as_volume, collect
+from .windowing import Window, is_prewindowed, to_rgb
 
 Combine = Literal["refined", "model", "candidates"]
 COMBINE_RULES: tuple[str, ...] = ("refined", "model", "candidates")
@@ -78,6 +78,8 @@ def iter_segment_auto(
         raise ValueError(f"combine must be one of {', '.join(COMBINE_RULES)}, got {combine!r}")
     volume = as_volume(image)
     spacing = _spacing_3d(spacing_zyx_mm, np.ndim(image))
+    threshold, air = air_threshold(volume, is_prewindowed(volume))
+    level = partly_aerated_level(threshold, air)
     if candidates is None:
         candidates = find_lung_candidates(volume, spacing).lung_labels
     cand = as_volume(candidates)
@@ -100,7 +102,11 @@ def iter_segment_auto(
         embed_share = (time.perf_counter() - t0) / len(chunk)
         for z, rgb in zip(chunk, rgbs, strict=True):
             t1 = time.perf_counter()
-            labels, iou = _segment_one(segmenter, rgb, cand[z], combine, spacing[1:])
+            labels, iou = _segment_one(segmenter, rgb, cand[z], combine)
+            if combine == "refined":
+                labels = refine_with_candidates(
+                    labels, cand[z], tuple(spacing[1:]), image=volume[z], partly_aerated=level
+                )
             seconds = embed_share + time.perf_counter() - t1
             metrics = None
             if gt is not None and gt[z].any():
@@ -115,15 +121,11 @@ def _segment_one(
     rgb: np.ndarray | None,
     candidate_2d: np.ndarray,
     combine: Combine,
-    spacing_rc_mm: np.ndarray,
 ) -> tuple[np.ndarray, float]:
     if combine == "candidates" or segmenter is None:
         return candidate_2d.astype(np.uint8), float("nan")
     prompts = lung_prompts(candidate_2d, segmenter.accepts_points)
-    model, iou = segmenter.segment_slice(rgb, prompts, validate=False)
-    if combine == "model":
-        return model, iou
-    return refine_with_candidates(model, candidate_2d, tuple(spacing_rc_mm)), iou
+    return segmenter.segment_slice(rgb, prompts, validate=False)
 
 
 def _spacing_3d(spacing_zyx_mm: tuple[float, ...] | None, ndim: int) -> np.ndarray:
@@ -131,3 +133,55 @@ def _spacing_3d(spacing_zyx_mm: tuple[float, ...] | None, ndim: int) -> np.ndarr
         return np.ones(3)
     spacing = np.asarray(spacing_zyx_mm, float).reshape(-1)
     return np.concatenate([[1.0], spacing]) if ndim == 2 and spacing.size == 2 else spacing
+
+
+def segment_auto(
+    segmenter: Segmenter | None,
+    image: np.ndarray,
+    *,
+    window: Window,
+    spacing_zyx_mm: tuple[float, ...] | None = None,
+    combine: Combine = "refined",
+    truth: np.ndarray | None = None,
+    batch_size: int = 4,
+    case: str = "",
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    out: np.ndarray | None = None,
+) -> VolumeResult:
+    """Segment a whole CT automatically (see :func:`iter_segment_auto`).
+
+    ``progress(done, total)`` counts the slices with candidate lung; a run
+    cancelled through ``should_cancel()`` keeps its completed slices.  With
+    ``truth`` the slices with lung are scored (``scores``), and
+    ``VolumeResult.written`` says which slices got a mask, so slices written
+    outside the true lung can be counted.
+    """
+    volume = as_volume(image)
+    spacing = _spacing_3d(spacing_zyx_mm, np.ndim(image))
+    candidates = find_lung_candidates(volume, spacing).lung_labels
+    total = int(candidates.reshape(len(candidates), -1).any(axis=1).sum())
+    results = iter_segment_auto(
+        segmenter,
+        volume,
+        window=window,
+        spacing_zyx_mm=spacing,
+        combine=combine,
+        candidates=candidates,
+        truth=truth,
+        batch_size=batch_size,
+        case=case,
+    )
+    skipped = 0
+    if truth is not None:
+        gt = as_volume(truth)
+        skipped = int((~gt.reshape(len(gt), -1).any(axis=1)).sum())
+    return collect(
+        results,
+        volume.shape,
+        total=total,
+        skipped_empty=skipped,
+        progress=progress,
+        should_cancel=should_cancel,
+        out=out,
+    )

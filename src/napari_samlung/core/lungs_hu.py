@@ -88,11 +88,15 @@ class LungCandidates:
     threshold
         The air threshold used, in the input's units (HU, or grey levels for
         windowed 8-bit input).
+    partly_aerated
+        The level below which tissue still holds air, in the same units
+        (:func:`partly_aerated_level`; for :func:`~.refine.refine_with_candidates`).
     """
 
     lung_labels: np.ndarray
     body: np.ndarray
     threshold: float
+    partly_aerated: float = PARTLY_AERATED_HU
 
     def slices_with_lung(self) -> np.ndarray:
         """Indices of the slices (axis 0 of a volume) that hold candidate lung."""
@@ -207,9 +211,10 @@ def find_lung_candidates(
         lungs = _trim_end_slices(lungs, spacing)
     labels = _split_left_right(lungs, body, spacing)
     labels = _fill_holes_per_slice(labels, MAX_HOLE_MM2 / (spacing[1] * spacing[2]))
+    level = partly_aerated_level(threshold, air)
     if flat:
-        return LungCandidates(labels[0], body[0], threshold)
-    return LungCandidates(labels, body, threshold)
+        return LungCandidates(labels[0], body[0], threshold, level)
+    return LungCandidates(labels, body, threshold, level)
 
 
 # --------------------------------------------------------------------------- steps

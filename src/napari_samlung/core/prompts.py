@@ -9,7 +9,7 @@ coordinates of the original (full resolution) slice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -215,6 +215,18 @@ def per_lung_prompts(lung_labels: np.ndarray, accepts_points: bool = True) -> li
             prompt.point_labels = np.array([POSITIVE])
         prompts.append(prompt)
     return prompts
+
+
+def boxes_mask(prompts: Sequence[Prompt], shape_rc: tuple[int, int]) -> np.ndarray:
+    """Boolean (row, col) mask of the pixels inside any of the prompts' boxes."""
+    inside = np.zeros(shape_rc, bool)
+    for prompt in prompts:
+        if prompt.box_xyxy is not None:
+            x0, y0, x1, y1 = prompt.box_xyxy
+            inside[
+                int(np.floor(y0)) : int(np.ceil(y1)) + 1, int(np.floor(x0)) : int(np.ceil(x1)) + 1
+            ] = True
+    return inside
 
 
 def lung_prompts(

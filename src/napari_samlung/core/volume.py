@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import ShapeMismatchError
 from .engine import Segmenter
 from .metrics import SliceScore, Summary, score_slice, summarize
-from .prompts import Strategy, get_strategy, prompts_from_labels
+from .prompts import Strategy, boxes_mask, get_strategy, prompts_from_labels
+from .refine import refine_with_candidates
 from .windowing import Window, to_rgb
 
 ProgressFn = Callable[[int, int], None]
@@ -37,6 +38,7 @@ class VolumeResult:
     skipped_empty: int = 0
     cancelled: bool = False
     seconds: float = 0.0
+    written: list[int] = field(default_factory=list)  # slice indices this run wrote
 
     def summary(self) -> Summary:
         return summarize(self.scores, self.skipped_empty)
@@ -62,11 +64,16 @@ def iter_segment_from_labels(
     slices: Iterable[int] | None = None,
     batch_size: int = 4,
     case: str = "",
+    refine: bool = False,
+    spacing_zyx_mm: tuple[float, ...] | None = None,
 ) -> Iterator[SliceResult]:
     """Yield one :class:`SliceResult` per slice with lung, in order.
 
     Embeddings are computed ``batch_size`` slices at a time.  Slices whose
-    ground truth is empty are not yielded.
+    ground truth is empty are not yielded.  With ``refine`` (CT only), each
+    slice's masks are checked against the CT's air inside the prompts' boxes
+    (:func:`~.refine.refine_with_candidates`); ``spacing_zyx_mm`` is the voxel
+    spacing in mm, one entry per axis of ``image``.
     """
     volume = as_volume(image)
     truth = as_volume(lung_labels)
@@ -78,6 +85,13 @@ def iter_segment_from_labels(
     strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
     indices = range(volume.shape[0]) if slices is None else slices
     todo = [int(z) for z in indices if truth[int(z)].any()]
+    air = None
+    if refine:
+        from .lungs_hu import find_lung_candidates
+
+        found = find_lung_candidates(image, spacing_zyx_mm)
+        air, air_level = as_volume(found.lung_labels), found.partly_aerated
+        spacing_rc = tuple(spacing_zyx_mm[-2:]) if spacing_zyx_mm is not None else (1.0, 1.0)
     for start in range(0, len(todo), max(1, batch_size)):
         chunk = todo[start : start + max(1, batch_size)]
         t0 = time.perf_counter()
@@ -88,6 +102,11 @@ def iter_segment_from_labels(
             t1 = time.perf_counter()
             prompts = prompts_from_labels(truth[z], strat, segmenter.accepts_points)
             labels, iou = segmenter.segment_slice(rgb, prompts, strategy=strat, validate=False)
+            if air is not None:
+                in_boxes = air[z] * boxes_mask(prompts, labels.shape)
+                labels = refine_with_candidates(
+                    labels, in_boxes, spacing_rc, image=volume[z], partly_aerated=air_level
+                )
             seconds = embed_share + time.perf_counter() - t1
             metrics = score_slice(
                 labels, truth[z], case=case, slice_index=z, score=iou, seconds=seconds
@@ -105,6 +124,8 @@ def segment_from_labels(
     slices: Iterable[int] | None = None,
     batch_size: int = 4,
     case: str = "",
+    refine: bool = False,
+    spacing_zyx_mm: tuple[float, ...] | None = None,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
     out: np.ndarray | None = None,
@@ -114,17 +135,14 @@ def segment_from_labels(
     ``progress(done, total)`` is called after each slice; when
     ``should_cancel()`` turns true the run stops after the current slice and
     every completed slice stays in the result (``cancelled=True``).  Results
-    are written into ``out`` (same shape as the image) when given.
+    are written into ``out`` (same shape as the image) when given.  ``refine``
+    and ``spacing_zyx_mm``: see :func:`iter_segment_from_labels`.
     """
-    t0 = time.perf_counter()
     volume = as_volume(image)
     truth = as_volume(lung_labels)
-    labels = np.zeros(volume.shape, np.uint8) if out is None else as_volume(out)
     indices = list(range(volume.shape[0]) if slices is None else slices)
-    total = sum(1 for z in indices if truth[z].any())
-    result = VolumeResult(labels=labels, skipped_empty=len(indices) - total)
-    done = 0
-    for res in iter_segment_from_labels(
+    todo = [z for z in indices if truth[z].any()]
+    results = iter_segment_from_labels(
         segmenter,
         volume,
         truth,
@@ -133,8 +151,42 @@ def segment_from_labels(
         slices=indices,
         batch_size=batch_size,
         case=case,
-    ):
+        refine=refine,
+        spacing_zyx_mm=spacing_zyx_mm,
+    )
+    return collect(
+        results,
+        volume.shape,
+        total=len(todo),
+        skipped_empty=len(indices) - len(todo),
+        progress=progress,
+        should_cancel=should_cancel,
+        out=out,
+    )
+
+
+def collect(
+    results: Iterator[SliceResult],
+    shape: tuple[int, ...],
+    *,
+    total: int,
+    skipped_empty: int = 0,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    out: np.ndarray | None = None,
+) -> VolumeResult:
+    """Write a run's slices into one label volume, with progress and cancellation.
+
+    ``shape`` is the ``(slice, row, col)`` shape of the labels; ``total`` the
+    number of slices the run will yield (for ``progress(done, total)``).
+    """
+    t0 = time.perf_counter()
+    labels = np.zeros(shape, np.uint8) if out is None else as_volume(out)
+    result = VolumeResult(labels=labels, skipped_empty=skipped_empty)
+    done = 0
+    for res in results:
         labels[res.slice_index] = res.labels
+        result.written.append(res.slice_index)
         if res.metrics is not None:
             result.scores.append(res.metrics)
         done += 1
