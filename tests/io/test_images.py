@@ -73,7 +73,7 @@ ERROR_CASES = {
         "over 8192",
     ),
     "unknown_suffix": (
-        lambda t: _write(t / "scan.dcm", b"DICM"),
+        lambda t: _write(t / "scan.mha", b"ObjectType = Image"),
         r"\.nii\.gz, \.nii, \.png",
     ),
     "pickled_npy": (

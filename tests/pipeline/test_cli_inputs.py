@@ -86,8 +86,8 @@ def _singular(t: Path) -> Path:
 
 
 def _unknown_suffix(t: Path) -> Path:
-    (t / "scan.dcm").write_bytes(b"DICM" * 10)
-    return t / "scan.dcm"
+    (t / "scan.mha").write_bytes(b"ObjectType = Image\n" * 10)
+    return t / "scan.mha"
 
 
 BAD_IMAGES = {

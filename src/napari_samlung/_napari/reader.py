@@ -8,9 +8,13 @@
   layer with the same placement, marked as ground truth for the widget.
 - A dataset folder (COVID-19-CT-Seg, Montgomery, or ``images/`` + ``masks/``)
   opens its first case: the image and its mask.
+- A folder of DICOM slices, or one DICOM file (``.dcm`` or the DICM marker),
+  opens its CT series (:func:`~napari_samlung.io.dicom.read_dicom`).
 
 The reader never raises: ``get_reader`` reads the file up front and returns
-``None`` for anything it cannot read, so other readers get it.
+``None`` for anything it cannot read, so other readers get it.  A DICOM input
+it cannot read (pydicom missing, mixed series, compressed pixels) is ours to
+explain: its one-line reason is shown as a notification.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SamlungError
 from ..io import (
     ImageData,
     find_cases,
@@ -29,6 +34,7 @@ from ..io import (
     read_image,
     read_mask,
 )
+from ..io.dicom import is_dicom_file, is_dicom_folder
 from ..io.names import has_mask_token, image_suffix, strip_suffix
 from .layers import META_KEY, READER_WINDOW_KEY, ct_display_window, placement
 
@@ -39,6 +45,11 @@ def get_reader(path):
     """Return a reader function for ``path``, or ``None`` when we cannot read it."""
     try:
         layers = _read_any(path)
+    except SamlungError as exc:
+        if _is_dicom(path):  # a DICOM input we claim: say why it did not open
+            _notify(str(exc), warning=True)
+        log.debug("napari-samlung cannot read %s: %s", path, exc)
+        return None
     except Exception as exc:  # anything unreadable is someone else's file
         log.debug("napari-samlung cannot read %s: %s", path, exc)
         return None
@@ -64,10 +75,27 @@ def _read_any(path) -> list | None:
         return out
     path = Path(path)
     if path.is_dir():
-        return read_dataset_folder(path)
+        if is_dataset_folder(path):
+            return read_dataset_folder(path)
+        return read_dicom_input(path) if is_dicom_folder(path) else None
     if image_suffix(path) is None:
-        return None
+        return read_dicom_input(path) if is_dicom_file(path) else None
     return read_file(path)
+
+
+def _is_dicom(path) -> bool:
+    if isinstance(path, list | tuple):
+        return any(_is_dicom(p) for p in path)
+    path = Path(path)
+    return is_dicom_folder(path) if path.is_dir() else is_dicom_file(path)
+
+
+def read_dicom_input(path: str | Path) -> list[tuple]:
+    """The Image layer of a DICOM series (a folder, or one of its files)."""
+    path = Path(path)
+    image = read_image(path)
+    name = path.name if path.is_dir() else path.parent.name
+    return [image_tuple(image, name or strip_suffix(path.name))]
 
 
 def read_file(path: str | Path) -> list[tuple]:
@@ -153,10 +181,10 @@ def read_dataset_folder(path: Path) -> list[tuple] | None:
     return layers
 
 
-def _notify(message: str) -> None:
+def _notify(message: str, warning: bool = False) -> None:
     try:
-        from napari.utils.notifications import show_info
+        from napari.utils.notifications import show_info, show_warning
 
-        show_info(message)
+        (show_warning if warning else show_info)(message)
     except Exception:  # pragma: no cover - napari missing or no viewer
         log.info(message)

@@ -2,10 +2,12 @@
 
 - :mod:`.names`: image suffixes, stems, mask words in file names;
 - :mod:`.geometry`: display orientation, affines, grid checks;
-- :mod:`.nifti`, :mod:`.raster`, :mod:`.npy`: the format parsers;
+- :mod:`.nifti`, :mod:`.raster`, :mod:`.npy`, :mod:`.dicom` (+ :mod:`.dicom_pixels`):
+  the format parsers (DICOM needs the optional pydicom);
 - :mod:`.images`: :class:`ImageData` and the three public readers;
 - :mod:`.datasets`: dataset layouts -> cases, and loading one case;
 - :mod:`.writers`, :mod:`.atomic`: atomic writers that never overwrite unasked;
+- :mod:`.dicom_seg`: lung labels as a DICOM SEG of their source series (needs highdicom);
 - :mod:`.tables`: the per-slice scores CSV and the prompts JSON;
 - :mod:`.phantom`: a synthetic chest CT for tests and demos.
 """

@@ -35,6 +35,7 @@ import numpy as np
 from ..core.labels import LEFT_LUNG, RIGHT_LUNG, to_lung_labels
 from ..errors import InputFileError, ShapeMismatchError
 from .checks import replace_nonfinite
+from .dicom import is_dicom_file, is_dicom_folder, read_dicom
 from .geometry import check_aligned
 from .names import IMAGE_SUFFIXES, NIFTI_SUFFIXES, NPY_SUFFIXES, RASTER_SUFFIXES, image_suffix
 from .nifti import read_nifti
@@ -74,7 +75,9 @@ def read_image(path: str | Path) -> ImageData:
     path : str or Path
         A ``.nii``/``.nii.gz`` (modality ``"ct"``), ``.png``/``.jpg``/``.jpeg``
         (``"xray"``) or ``.npy`` (``"ct"``) file; the suffix is matched
-        case-insensitively.
+        case-insensitively.  A folder of DICOM slices, or one DICOM file
+        (``.dcm``, or any name with the DICM marker), reads a CT series
+        (:func:`~napari_samlung.io.dicom.read_dicom`; needs pydicom).
 
     Returns
     -------
@@ -88,11 +91,16 @@ def read_image(path: str | Path) -> ImageData:
         One line naming the file, the problem and the fix, for missing,
         empty, corrupt, oversized or unsupported files.
     """
+    path = Path(path).expanduser()
+    if path.is_dir() and is_dicom_folder(path):
+        return _read_dicom(path)
     path = _check_file(path)
     kind = _kind(path)
     if kind == "nifti":
         data, spacing, affine, meta = read_nifti(path)
         return ImageData(data, spacing, affine, path, "ct", meta)
+    if kind == "dicom":
+        return _read_dicom(path)
     if kind == "raster":
         data, meta = read_raster(path)
         return ImageData(data, (1.0, 1.0), None, path, "xray", meta)
@@ -124,6 +132,10 @@ def read_mask(path: str | Path, like: ImageData | None = None) -> np.ndarray:
     path = _check_file(path)
     kind = _kind(path)
     affine: np.ndarray | None = None
+    if kind == "dicom":
+        raise InputFileError(
+            f"{path}: DICOM masks are not read; give the lung mask as NIfTI, PNG or .npy"
+        )
     if kind == "nifti":
         raw, _spacing, affine, _meta = read_nifti(path, warn_nonfinite=False)
     elif kind == "raster":
@@ -176,12 +188,21 @@ def looks_like_mask(array: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- helpers
 
 
+def _read_dicom(path: Path) -> ImageData:
+    """A DICOM series, placed like a NIfTI of the same scan (same ImageData, same geometry)."""
+    data, spacing, affine, meta = read_dicom(path)
+    return ImageData(data, spacing, affine, path, "ct", meta)
+
+
 def _check_file(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
         raise InputFileError(f"{path}: file not found; check the path and spelling")
     if path.is_dir():
-        raise InputFileError(f"{path}: is a folder, not an image file; pass a file inside it")
+        raise InputFileError(
+            f"{path}: is a folder, not an image file (and holds no DICOM slices); pass a file "
+            "inside it"
+        )
     if path.stat().st_size == 0:
         raise InputFileError(f"{path}: file is empty (0 bytes); re-export or re-download it")
     if not os.access(path, os.R_OK):
@@ -223,4 +244,9 @@ def _kind(path: Path) -> str:
         return "raster"
     if suffix in NPY_SUFFIXES:
         return "npy"
-    raise InputFileError(f"{path}: unsupported file type; use one of {', '.join(IMAGE_SUFFIXES)}")
+    if is_dicom_file(path):
+        return "dicom"
+    raise InputFileError(
+        f"{path}: unsupported file type; use one of {', '.join(IMAGE_SUFFIXES)}, .dcm "
+        "or a folder of DICOM slices"
+    )

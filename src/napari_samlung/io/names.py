@@ -15,6 +15,10 @@ RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
 NPY_SUFFIXES = (".npy",)
 #: Every suffix :func:`~napari_samlung.io.read_image` understands (matched case-insensitively).
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + RASTER_SUFFIXES + NPY_SUFFIXES
+#: DICOM slices: read as a series (their folder), never as cases of a dataset folder;
+#: files without a suffix are DICOM when they carry the ``DICM`` marker
+#: (:func:`~napari_samlung.io.dicom.is_dicom_file`).
+DICOM_SUFFIXES = (".dcm",)
 
 #: Words that mark a mask in a file or folder name (see :func:`has_mask_token`).
 MASK_TOKENS = frozenset(
