@@ -1,0 +1,150 @@
+"""Lung volumes from labels and voxel spacing: per lung and in total, with HU statistics.
+
+For a ``(slice, row, col)`` volume each lung gets its volume in millilitres
+(voxels x the product of the spacing, mm^3 / 1000), the range of slices it
+spans, and, given the CT in Hounsfield units, the mean and standard deviation
+of the HU inside it.  With a ground truth, each volume gets the relative
+volume error ``(predicted - true) / true`` beside it.  A 2D image (an X-ray)
+gets areas in cm^2 instead of volumes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .labels import LEFT_LUNG, RIGHT_LUNG
+
+#: Label value -> the name used in reports and JSON keys.
+LUNG_NAMES = {LEFT_LUNG: "left", RIGHT_LUNG: "right"}
+
+
+@dataclass
+class LungMeasure:
+    """One lung (or both, ``name == "total"``).
+
+    ``size`` is in ``unit`` (``"mL"`` for volumes, ``"cm2"`` for 2D areas);
+    ``first_slice``/``last_slice`` are None for an empty lung or a 2D image;
+    ``hu_mean``/``hu_std`` are NaN without a CT in HU; ``true_size`` and
+    ``relative_error`` are NaN without a ground truth (or when it is empty).
+    """
+
+    name: str
+    voxels: int
+    size: float
+    unit: str
+    first_slice: int | None = None
+    last_slice: int | None = None
+    hu_mean: float = math.nan
+    hu_std: float = math.nan
+    true_size: float = math.nan
+    relative_error: float = math.nan
+
+
+@dataclass
+class LungVolumes:
+    """The measures of the left lung, the right lung and both, and the voxel size used."""
+
+    lungs: list[LungMeasure]
+    spacing_mm: tuple[float, ...]
+
+    def get(self, name: str) -> LungMeasure:
+        """The measure named ``left``, ``right`` or ``total``."""
+        return next(m for m in self.lungs if m.name == name)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (NaN becomes None): spacing, unit and one entry per lung."""
+        unit = self.lungs[0].unit if self.lungs else "mL"
+        out: dict = {"spacing_mm": list(self.spacing_mm), "unit": unit}
+        for m in self.lungs:
+            entry = {k: _json(v) for k, v in asdict(m).items() if k not in ("name", "unit")}
+            out[m.name] = entry
+        return out
+
+    def summary_line(self) -> str:
+        """One line, e.g. ``volume mL: left 1520.3  right 1702.8  total 3223.1``."""
+        unit = self.lungs[0].unit if self.lungs else "mL"
+        kind = "volume" if unit == "mL" else "area"
+        parts = [f"{m.name} {m.size:.1f}" for m in self.lungs]
+        line = f"{kind} {unit}: " + "  ".join(parts)
+        errors = [m for m in self.lungs if not math.isnan(m.relative_error)]
+        if errors:
+            line += (
+                "  (error vs truth: "
+                + "  ".join(f"{m.name} {100 * m.relative_error:+.1f} %" for m in errors)
+                + ")"
+            )
+        return line
+
+
+def voxel_size(spacing_mm: Sequence[float], ndim: int) -> tuple[float, str]:
+    """The size of one voxel: (mL, ``"mL"``) for 3D, (cm^2, ``"cm2"``) for 2D."""
+    spacing = [float(s) for s in spacing_mm][-ndim:]
+    if len(spacing) != ndim or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"invalid voxel spacing {tuple(spacing_mm)} for a {ndim}D image")
+    product = float(np.prod(spacing))
+    return (product / 1000.0, "mL") if ndim == 3 else (product / 100.0, "cm2")
+
+
+def lung_volumes(
+    labels: np.ndarray,
+    spacing_mm: Sequence[float],
+    image: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+) -> LungVolumes:
+    """Measure each lung of ``labels`` {0, 1 left, 2 right}.
+
+    Parameters
+    ----------
+    labels : ndarray
+        ``(slice, row, col)`` or ``(row, col)`` lung labels.
+    spacing_mm : sequence of float
+        Voxel spacing along the axes of ``labels`` (the last ``labels.ndim`` are used).
+    image : ndarray, optional
+        The CT in Hounsfield units, shaped like ``labels``: HU mean and std per lung.
+    truth : ndarray, optional
+        Ground-truth labels shaped like ``labels``: true size and relative error.
+
+    Returns
+    -------
+    LungVolumes
+        Left, right and total, in that order.
+    """
+    labels = np.asarray(labels)
+    unit_size, unit = voxel_size(spacing_mm, labels.ndim)
+    for name, other in (("image", image), ("truth", truth)):
+        if other is not None and np.shape(other) != labels.shape:
+            raise ValueError(f"{name} shape {np.shape(other)} != labels shape {labels.shape}")
+    masks = {name: labels == value for value, name in LUNG_NAMES.items()}
+    masks["total"] = masks["left"] | masks["right"]
+    truths = {}
+    if truth is not None:
+        truth = np.asarray(truth)
+        truths = {name: truth == value for value, name in LUNG_NAMES.items()}
+        truths["total"] = truths["left"] | truths["right"]
+    measures = []
+    for name, mask in masks.items():
+        count = int(np.count_nonzero(mask))
+        m = LungMeasure(name, count, count * unit_size, unit)
+        if labels.ndim == 3 and count:
+            z = np.flatnonzero(mask.any(axis=(1, 2)))
+            m.first_slice, m.last_slice = int(z[0]), int(z[-1])
+        if image is not None and count:
+            values = np.asarray(image)[mask].astype(np.float64)
+            m.hu_mean, m.hu_std = float(values.mean()), float(values.std())
+        if name in truths:
+            true_count = int(np.count_nonzero(truths[name]))
+            m.true_size = true_count * unit_size
+            if true_count:
+                m.relative_error = (count - true_count) / true_count
+        measures.append(m)
+    return LungVolumes(measures, tuple(float(s) for s in spacing_mm[-labels.ndim :]))
+
+
+def _json(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
