@@ -131,7 +131,7 @@ def test_session_scores_and_export(tmp_path):
     session.strategy = "box"
     [prompt] = session.prompts_from_truth(4)
     assert prompt.box_xyxy is not None
-    pred = session.segment(4, [prompt], "box")
+    pred, _ = session.segment(4, [prompt], "box")
     assert pred.shape == PHANTOM_SHAPE[1:] and pred.dtype == np.uint8
     assert session.score(4, labels[4]).dice == 1.0
     assert session.score(0, labels[0]) is None  # no lung in the truth: not scored

@@ -30,6 +30,7 @@ from .prompt_layers import (
     clear_slice_prompts,
     read_slice_prompts,
     replace_slice_prompts,
+    user_prompts,
 )
 from .session import LungSession
 from .workers import Debounce, Feedback, Workers, load_model, notify_error
@@ -246,7 +247,7 @@ class Interactive:
                 self.session.forget_score(z)
                 self.feedback.scores()
             return
-        prompts = here.to_prompts(self.session.accepts_points)
+        prompts = user_prompts(here, self.session, z)
         if not prompts:
             self.feedback.status(BOX_ONLY_MESSAGE)
             return
@@ -272,12 +273,14 @@ class Interactive:
             on_done=self._on_segment_done,
         )
 
-    def _on_segmented(self, z: int, generation: int, labels: np.ndarray) -> None:
+    def _on_segmented(self, z: int, generation: int, result: tuple[np.ndarray, float]) -> None:
         layers = self.layers
         if generation != layers.generation or layers.writer is None:
             return  # the image or the output changed meanwhile: the result is stale
+        labels, predicted_iou = result
         layers.writer.write_slice(z, labels)
         self.feedback.summary = ""
+        self.session.record_quality(z, labels, predicted_iou)
         if layers.ensure_truth():
             self.session.score(z, labels)
         self.feedback.status(f"slice {z} segmented")

@@ -141,6 +141,17 @@ def volume_from_image_layer(layer) -> tuple[np.ndarray, bool]:
     )
 
 
+def image_modality_and_spacing(layer, volume: np.ndarray, is_2d: bool) -> tuple[str, tuple]:
+    """``(modality, spacing_zyx_mm)`` of an Image layer: what our reader recorded, else a
+    guess (a 2D image without Hounsfield units is an X-ray) and the layer's ``scale``."""
+    entry = samlung_meta(getattr(layer, "metadata", None)) or {}
+    modality = entry.get("modality")
+    if modality not in ("ct", "xray"):
+        modality = "xray" if is_2d and is_prewindowed(volume) else "ct"
+    spacing = entry.get("spacing_zyx_mm") or tuple(getattr(layer, "scale", ()))
+    return modality, tuple(float(v) for v in spacing)
+
+
 # --------------------------------------------------------------------------- lookup
 
 
@@ -338,13 +349,18 @@ class ImageLayers:
         return self.writer
 
     def _on_user_edit(self, slices: set[int]) -> None:
-        """The user painted: rescore those slices against the ground truth."""
-        if self.writer is None or self.truth_layer is None or not self.ensure_truth():
+        """The user painted: rescore those slices (ground truth, agreement with the CT's air)."""
+        if self.writer is None:
             return
-        rescored = [z for z in sorted(slices) if z in self.session.scores]
+        requality = [z for z in sorted(slices) if z in self.session.quality.slices]
+        for z in requality:
+            self.session.record_quality(z, np.asarray(self.writer.slice_view(z)))
+        rescored = []
+        if self.truth_layer is not None and self.ensure_truth():
+            rescored = [z for z in sorted(slices) if z in self.session.scores]
         for z in rescored:
             self.session.score(z, np.asarray(self.writer.slice_view(z)))
-        if rescored:
+        if rescored or requality:
             self.on_scores()
 
     # ------------------------------------------------------------------ ground truth

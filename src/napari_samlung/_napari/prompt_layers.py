@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.prompts import (
+    MAX_POINTS_PER_SLICE,
     NEGATIVE,
+    ONE_LUNG,
     POSITIVE,
     Prompt,
     box_xyxy_to_rc_corners,
@@ -60,25 +62,59 @@ class SlicePrompts:
         boxes = tuple(sorted(tuple(np.round(b, 2).ravel().tolist()) for b in self.boxes_rc))
         return (pts, boxes)
 
-    def to_prompts(self, accepts_points: bool = True) -> list[Prompt]:
-        """SAM prompts: one per box (with the points inside it), or one for the points alone.
+    def to_prompts(
+        self, accepts_points: bool = True, midline_col: float | None = None
+    ) -> list[Prompt]:
+        """SAM prompts, one lung each: one per box (with the points inside it), else one per
+        point group.
 
-        Points outside every box join the nearest box.  For a box-only model
-        the points are dropped.
+        Points outside every box join the nearest box.  Without boxes, the
+        positive points on each side of ``midline_col`` (when given) are one
+        group, and each negative point joins the group of its nearest positive
+        point.  Every prompt is :data:`~napari_samlung.core.prompts.ONE_LUNG`:
+        its mask is one lung, named by its side of the body's midline.  For a
+        box-only model the points are dropped.
         """
         labels = np.where(self.positive, POSITIVE, NEGATIVE).astype(np.int64)
         points_xy = points_rc_to_xy(self.points_rc)
         if not self.boxes_rc:
-            prompts = [Prompt(points_xy=points_xy, point_labels=labels)] if len(points_xy) else []
+            prompts = [
+                Prompt(points_xy[group], labels[group], target_label=ONE_LUNG)
+                for group in _point_groups(points_xy, self.positive, midline_col)
+            ]
         else:
             boxes_xyxy = [points_rc_to_xy(b).reshape(4) for b in self.boxes_rc]
             owner = np.array([_nearest_box(p, boxes_xyxy) for p in points_xy], int)
             prompts = [
-                Prompt(points_xy[owner == i], labels[owner == i], box_xyxy=box)
+                Prompt(points_xy[owner == i], labels[owner == i], box, ONE_LUNG)
                 for i, box in enumerate(boxes_xyxy)
             ]
         prompts = [for_model(p, accepts_points) for p in prompts]
         return [p for p in prompts if p.has_points or p.box_xyxy is not None]
+
+
+def _point_groups(
+    points_xy: np.ndarray, positive: np.ndarray, midline_col: float | None
+) -> list[np.ndarray]:
+    """Indices of each point group: the positive points on one side of the midline, and the
+    negative points nearest to them (all points in one group without a midline)."""
+    if len(points_xy) == 0:
+        return []
+    everything = [np.arange(len(points_xy))]
+    positive = np.asarray(positive, bool)
+    if midline_col is None or not positive.any():
+        return everything
+    right = points_xy[:, 0] > midline_col
+    sides = [s for s in (False, True) if (positive & (right == s)).any()]
+    if len(sides) < 2:
+        return everything
+    pos_idx = np.flatnonzero(positive)
+    side_of = np.empty(len(points_xy), bool)
+    side_of[pos_idx] = right[pos_idx]
+    for i in np.flatnonzero(~positive):
+        nearest = pos_idx[np.argmin(((points_xy[pos_idx] - points_xy[i]) ** 2).sum(axis=1))]
+        side_of[i] = right[nearest]
+    return [np.flatnonzero(side_of == s) for s in sides]
 
 
 def _nearest_box(point_xy: np.ndarray, boxes_xyxy: list[np.ndarray]) -> int:
@@ -260,10 +296,24 @@ def prompted_slices(points_layer, shapes_layer, n_slices: int) -> list[int]:
     return sorted(found)
 
 
+def user_prompts(here: SlicePrompts, session, slice_index: int) -> list[Prompt]:
+    """A slice's points and boxes as prompts, one lung each (not yet checked).
+
+    Point groups without a box are told apart by the body's midline on that slice (a
+    slice with more points than the limit stays one group, which the check refuses).
+    """
+    n_points = len(here.points_rc)
+    needs_midline = 1 < n_points <= MAX_POINTS_PER_SLICE and not here.boxes_rc
+    midline = session.midline_col(slice_index) if needs_midline else None
+    if needs_midline and midline is None:  # an X-ray: the image's centre
+        midline = (session.volume.shape[-1] - 1) / 2.0
+    return here.to_prompts(session.accepts_points, midline)
+
+
 def slice_prompts(points_layer, shapes_layer, session, slice_index: int) -> list[Prompt]:
     """The checked prompts of one slice, as the interactive path makes them."""
     here = read_slice_prompts(points_layer, shapes_layer, slice_index)
-    prompts = here.to_prompts(session.accepts_points)
+    prompts = user_prompts(here, session, slice_index)
     if not prompts:
         raise PromptError(BOX_ONLY_MESSAGE)
     return session.check_prompts(slice_index, prompts)

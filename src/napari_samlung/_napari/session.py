@@ -15,15 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.auto import iter_segment_auto
 from ..core.engine import Segmenter
 from ..core.labels import to_lung_labels
+from ..core.lungs_hu import find_lung_candidates, slice_midline_col
 from ..core.metrics import SliceScore, Summary, score_slice, summarize
 from ..core.models import get_spec
-from ..core.prompts import Prompt, get_strategy, prompts_from_labels, validate_prompt
+from ..core.prompts import (
+    ONE_LUNG,
+    Prompt,
+    get_strategy,
+    prompts_from_labels,
+    validate_prompt,
+)
 from ..core.volume import SliceResult, iter_segment_from_labels
 from ..core.windowing import Window, is_prewindowed, to_rgb
-from ..errors import ShapeMismatchError
+from ..errors import SamlungError, ShapeMismatchError
 from ..io.tables import write_scores_csv
+from .quality import QualityBook
 
 #: ``fn(done_bytes, total_bytes or None)``, called from the loading thread.
 DownloadFn = Callable[[int, "int | None"], None]
@@ -52,21 +61,44 @@ class LungSession:
         self.volume = np.zeros((1, 1, 1), np.uint8)
         self.is_2d = True
         self.case = ""
+        self.modality = "ct"
+        self.spacing_zyx_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
         self.truth: np.ndarray | None = None  # (slice, row, col) lung labels {0, 1, 2}
         self.scores: dict[int, SliceScore] = {}
+        #: Predicted IoU and agreement with the candidate lungs, per written slice.
+        self.quality = QualityBook()
         self.skipped_empty = 0
         self._segmenter: Segmenter | None = None
         self._model_lock = threading.Lock()
+        self._candidates: tuple[np.ndarray, np.ndarray] | None = None  # (volume, labels)
+        self._candidates_lock = threading.Lock()
 
     # ------------------------------------------------------------------ image
 
-    def set_image(self, volume: np.ndarray, is_2d: bool, case: str = "") -> None:
-        """Use a new ``(slice, row, col)`` volume; scores start over."""
+    def set_image(
+        self,
+        volume: np.ndarray,
+        is_2d: bool,
+        case: str = "",
+        *,
+        modality: str = "ct",
+        spacing_zyx_mm: tuple[float, ...] | None = None,
+    ) -> None:
+        """Use a new ``(slice, row, col)`` volume; scores start over.
+
+        ``modality`` is ``"ct"`` or ``"xray"``; ``spacing_zyx_mm`` the voxel
+        spacing in mm, one entry per axis of the image (1 mm where unknown).
+        """
         if volume.ndim != 3:
             raise ShapeMismatchError(f"expected a (slice, row, col) volume, got {volume.shape}")
         self.volume = volume
         self.is_2d = is_2d
         self.case = case
+        self.modality = modality
+        if self._candidates is not None and self._candidates[0] is not volume:
+            self._candidates = None  # let go of the old image
+        spacing = tuple(float(v) for v in (spacing_zyx_mm or ()))[-3:]
+        self.spacing_zyx_mm = ((1.0,) * 3 + spacing)[-3:]
         self.truth = None
         self.reset_scores()
 
@@ -106,6 +138,49 @@ class LungSession:
     def rgb(self, slice_index: int) -> np.ndarray:
         """The encoder input of one slice (windowed, 3 channels, uint8)."""
         return to_rgb(np.asarray(self.volume[slice_index]), self.effective_window())
+
+    @property
+    def is_ct(self) -> bool:
+        """True for CT (slices or volumes); False for X-rays."""
+        return self.modality != "xray"
+
+    @property
+    def is_hu_volume(self) -> bool:
+        """True for a CT volume in Hounsfield units (the ground-truth run is refined)."""
+        return self.is_ct and self.windowable and not self.is_2d
+
+    def midline_col(self, slice_index: int) -> float | None:
+        """The body's midline column of a CT slice; None (the image centre) for X-rays."""
+        if not self.is_ct:
+            return None
+        return slice_midline_col(np.asarray(self.volume[slice_index]))
+
+    @property
+    def candidates(self) -> np.ndarray | None:
+        """The candidate lungs of the image, once :meth:`lung_candidates` found them."""
+        found = self._candidates
+        return found[1] if found is not None and found[0] is self.volume else None
+
+    def lung_candidates(self) -> np.ndarray:
+        """Candidate lung labels ``(slice, row, col)`` from the CT's air, found once per image.
+
+        Takes a while on a large CT: call from a worker.  Raises SamlungError for X-rays.
+        """
+        volume, spacing, is_2d = self.volume, self.spacing_zyx_mm, self.is_2d
+        with self._candidates_lock:
+            found = self._candidates
+            if found is not None and found[0] is volume:
+                return found[1]
+            image = volume[0] if is_2d else volume
+            try:
+                labels = find_lung_candidates(
+                    image, spacing[-image.ndim :], modality=self.modality
+                ).lung_labels
+            except ValueError as exc:
+                raise SamlungError(str(exc)) from None
+            labels = labels[None] if is_2d else labels
+            self._candidates = (volume, labels)
+            return labels
 
     def clamp(self, slice_index: int) -> int:
         """``slice_index`` moved into ``0 .. n_slices - 1``."""
@@ -169,14 +244,24 @@ class LungSession:
         shape = tuple(self.volume.shape[1:])
         return [validate_prompt(p, shape, self.accepts_points) for p in prompts]
 
-    def segment(self, slice_index: int, prompts: list[Prompt], strategy=None) -> np.ndarray:
-        """Lung labels of one slice from prompts (validated already)."""
+    def segment(
+        self, slice_index: int, prompts: list[Prompt], strategy=None
+    ) -> tuple[np.ndarray, float]:
+        """Lung labels of one slice from prompts (validated already), and the predicted IoU.
+
+        A user's box or point group (:data:`~napari_samlung.core.prompts.ONE_LUNG`)
+        is one lung, named by the side of the body's midline its mask lies on.
+        """
         seg = self.segmenter()
         strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
-        labels, _ = seg.segment_slice(
-            self.rgb(slice_index), prompts, strategy=strat, validate=False
+        one_lung = any(p.target_label == ONE_LUNG for p in prompts)
+        return seg.segment_slice(
+            self.rgb(slice_index),
+            prompts,
+            strategy=strat,
+            validate=False,
+            midline_col=self.midline_col(slice_index) if one_lung else None,
         )
-        return labels
 
     def prompts_from_truth(self, slice_index: int) -> list[Prompt]:
         """Prompts of the chosen strategy from the ground truth of one slice."""
@@ -203,13 +288,43 @@ class LungSession:
             strategy=self.strategy,
             slices=slices,
             case=self.case,
+            refine=self.is_hu_volume,
+            spacing_zyx_mm=self.spacing_zyx_mm,
+        )
+
+    def iter_auto(self, slices: list[int]) -> Iterator[SliceResult]:
+        """Segment ``slices`` automatically (CT): the candidate lungs prompt the model.
+
+        Slices without candidate lung are not yielded; with a ground truth the
+        slices are scored too.
+        """
+        return iter_segment_auto(
+            self.segmenter(),
+            self.volume,
+            window=self.effective_window(),
+            spacing_zyx_mm=self.spacing_zyx_mm,
+            candidates=self.lung_candidates(),
+            truth=self.truth,
+            slices=slices,
+            case=self.case,
+        )
+
+    def record_quality(self, slice_index: int, labels, predicted_iou: float | None = None):
+        """Note the labels written on a slice for the quality strip."""
+        candidates = self.candidates
+        return self.quality.record(
+            slice_index,
+            labels,
+            None if candidates is None else candidates[slice_index],
+            predicted_iou,
         )
 
     # ------------------------------------------------------------------ scores
 
     def reset_scores(self) -> None:
-        """Forget every score (and the count of slices skipped as empty)."""
+        """Forget every score and quality (and the count of slices skipped as empty)."""
         self.scores.clear()
+        self.quality.clear()
         self.skipped_empty = 0
 
     def score(self, slice_index: int, pred: np.ndarray) -> SliceScore | None:
@@ -224,8 +339,9 @@ class LungSession:
         return result
 
     def forget_score(self, slice_index: int) -> None:
-        """Forget the score of one slice (its labels were cleared)."""
+        """Forget the score and quality of one slice (its labels were cleared)."""
         self.scores.pop(int(slice_index), None)
+        self.quality.forget(slice_index)
 
     def mean_scores(self) -> tuple[int, float, float]:
         """(slices, mean Dice, mean Jaccard) over the slices scored so far."""
