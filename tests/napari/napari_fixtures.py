@@ -123,6 +123,13 @@ def label_slices(data: np.ndarray) -> list[int]:
 PERMISSIVE = PropagationSettings(min_area_px=1, min_score=-math.inf, max_area_change=1e9)
 
 
+def never_stop_early(widget) -> None:
+    """Let the widget's propagations walk to the ends of the volume: permissive stop rules
+    (:data:`PERMISSIVE`) and no guard by the CT's air (the phantom's air ends with its lung)."""
+    widget.runs.propagation_settings = PERMISSIVE
+    widget.runs.guard_with_candidates = False
+
+
 @contextmanager
 def capture_notifications():
     """Collect ``(severity, message)`` of every napari notification shown meanwhile."""

@@ -9,7 +9,6 @@ import pytest
 from napari.layers import Points, Shapes
 from napari_fixtures import (
     MID,
-    PERMISSIVE,
     PHANTOM_SHAPE,
     add_points,
     box_only_factory,
@@ -19,6 +18,7 @@ from napari_fixtures import (
     image_layer,
     label_slices,
     messages,
+    never_stop_early,
     rerun_and_cancel,
     tiny_factory,
     wait_idle,
@@ -137,7 +137,7 @@ def test_2d_layers_have_one_slice():
 def test_propagate_from_one_slice_shows_slices_and_undoes(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
     wf = widget.image_layers
-    widget.runs.propagation_settings = PERMISSIVE
+    never_stop_early(widget)
     widget.ground_truth.value = None  # propagation needs no ground truth
     _prompt(widget, qtbot)
     output = wf.writer.layer
@@ -170,7 +170,7 @@ def test_propagate_from_one_slice_shows_slices_and_undoes(phantom_widget, qtbot)
 def test_propagate_keeps_painted_slices_unless_told(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
     wf = widget.image_layers
-    widget.runs.propagation_settings = PERMISSIVE
+    never_stop_early(widget)
     _prompt(widget, qtbot)
     output = wf.writer.layer
     output.brush_size = 3
@@ -190,7 +190,7 @@ def test_propagate_keeps_painted_slices_unless_told(phantom_widget, qtbot):
 def test_correction_reseeds_its_stretch_and_clears_what_it_no_longer_reaches(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
     wf = widget.image_layers
-    widget.runs.propagation_settings = PERMISSIVE
+    never_stop_early(widget)
     _prompt(widget, qtbot)
     _propagate(widget, qtbot)
     output = wf.writer.layer
@@ -212,7 +212,7 @@ def test_correction_reseeds_its_stretch_and_clears_what_it_no_longer_reaches(pha
 def test_cancel_propagation_keeps_whole_slices(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
     wf = widget.image_layers
-    widget.runs.propagation_settings = PERMISSIVE
+    never_stop_early(widget)
     _prompt(widget, qtbot)
     full, before = rerun_and_cancel(widget, qtbot, widget.propagate_button)
     output = wf.writer.layer

@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 from napari_fixtures import (
     MID,
-    PERMISSIVE,
     PHANTOM_SHAPE,
     Gate,
     Recorder,
@@ -36,6 +35,7 @@ from napari_fixtures import (
     image_layer,
     label_slices,
     messages,
+    never_stop_early,
     rerun_and_cancel,
     tiny_factory,
     undo_steps,
@@ -240,7 +240,7 @@ def test_weights_download_shows_a_progress_bar(
 def test_image_and_truth_are_never_modified(phantom_widget, qtbot, tmp_path, monkeypatch):
     viewer, widget, _ = phantom_widget
     wf = widget.image_layers
-    widget.runs.propagation_settings = PERMISSIVE
+    never_stop_early(widget)
     image, truth = image_layer(viewer), widget.ground_truth.value
     sums = (checksum(image), checksum(truth))
     data = (image.data, truth.data)
@@ -340,7 +340,7 @@ def _start_gated_run(widget, qtbot, run: str) -> Gate:
     """Start a run that holds inside its second slice until the gate opens."""
     wf = widget.image_layers
     if run == "propagate":
-        widget.runs.propagation_settings = PERMISSIVE
+        never_stop_early(widget)
         go_to_slice(widget.viewer, image_layer(widget.viewer), MID)
         add_points(wf.points_layer, MID, [[32, 18], [32, 46]])
         wait_idle(qtbot, widget)  # the interactive segmentation first: the gate counts the run

@@ -1,4 +1,4 @@
-"""Long runs in the widget: a volume from the ground truth, or a propagation from prompts.
+"""Long runs in the widget: a volume from the ground truth or automatically, or a propagation.
 
 :class:`Runs` runs one at a time, in a job of
 :class:`~napari_samlung._napari.workers.Workers` that yields each slice as it
@@ -10,15 +10,23 @@ is done, and shows it at once:
 - Cancel stops after the slice being segmented; every slice shown is whole;
 - a change of image or output stops the run, and its late slices are dropped.
 
+The automatic run (CT only) finds the candidate lungs from the CT's air in
+its worker (:meth:`~napari_samlung._napari.session.LungSession.lung_candidates`,
+once per image) and prompts the model on every slice with candidate lung
+(:func:`napari_samlung.core.auto.iter_segment_auto`); lung-free slices are
+never written.
+
 Propagation starts from every slice with points or boxes
 (:func:`~napari_samlung._napari.prompt_layers.seeds_from_layers`) and runs
-:func:`napari_samlung.core.propagation.propagate`.  Slices an earlier
+:func:`napari_samlung.core.propagation.propagate`, guarded on CT by the same
+candidate lungs (it stops where the CT's air ends).  Slices an earlier
 propagation wrote that this run no longer reaches are cleared (a correction
 that stops a leak removes the leak), in the same undo step.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,13 +36,14 @@ import numpy as np
 from napari.utils import progress
 from napari.utils.notifications import show_info, show_warning
 
-from ..core.propagation import PropagationResult, PropagationSettings, propagate
+from ..core.propagation import PropagationResult, PropagationSettings
 from ..errors import PromptError
 from .layers import ImageLayers
 from .output import OutputWriter
 from .prompt_layers import seeds_from_layers
+from .run_jobs import AUTO_XRAY_MESSAGE, Planned, auto_job, propagation_job, volume_job
 from .session import LungSession
-from .workers import Feedback, Workers, load_model, notify_error, relay
+from .workers import Feedback, Workers, notify_error
 
 
 @dataclass
@@ -43,7 +52,7 @@ class _Run:
 
     writer: OutputWriter
     generation: int
-    total: int
+    total: int | None  # None: not known yet (an automatic run before its candidates)
     bar: object
     cancel: Callable[[], None] = lambda: None
     done: int = 0
@@ -53,31 +62,8 @@ class _Run:
     written: set[int] = field(default_factory=set)
     kept: set[int] = field(default_factory=set)
     result: PropagationResult | None = None
-
-
-def _volume_job(session: LungSession, todo: list[int]):
-    yield from load_model(session)
-    yield from session.iter_volume(todo)
-
-
-def _propagation_job(session, volume, seeds, window, settings, cancel: threading.Event):
-    segmenter = yield from load_model(session)
-
-    def run(emit) -> PropagationResult:
-        def on_slice(z: int, labels: np.ndarray) -> None:
-            emit((z, np.array(labels, np.uint8, copy=True)))
-
-        return propagate(
-            segmenter,
-            volume,
-            seeds,
-            window=window,
-            settings=settings,
-            should_cancel=cancel.is_set,
-            on_slice=on_slice,
-        )
-
-    return (yield from relay(run, on_stop=cancel.set))
+    # automatic only: the slices with candidate lung it segments
+    planned: list[int] = field(default_factory=list)
 
 
 class Runs:
@@ -100,6 +86,8 @@ class Runs:
         self.feedback = feedback
         #: When a propagation stops early (tests use permissive settings).
         self.propagation_settings = PropagationSettings()
+        #: On CT, propagation stops where the CT's air ends (the candidate lungs).
+        self.guard_with_candidates = True
         self._run: _Run | None = None
         self._last_done = 0
         layers.output_listeners.append(self._stop)  # its results belong to the old output
@@ -131,7 +119,9 @@ class Runs:
             run.cancel()
             run.bar.close()
 
-    def _start(self, job, *args, total: int, desc: str, on_yield, on_done, **run_kwargs) -> _Run:
+    def _start(
+        self, job, *args, total: int | None, desc: str, on_yield, on_done, **run_kwargs
+    ) -> _Run:
         """Start a long run: one undo step, a progress bar."""
         writer = self.layers.writer
         run = _Run(writer, self.layers.generation, total, progress(total=total, desc=desc))
@@ -152,10 +142,23 @@ class Runs:
         self.feedback.running(True)
         return run
 
+    def _can_start(self) -> bool:
+        """Whether a run may start now: none runs, and there is an image (else says why)."""
+        if self.running:
+            show_info("a run is in progress; wait for it or press Cancel")
+            return False
+        if self.layers.output() is None:
+            show_warning("choose an image first")
+            return False
+        return True
+
     def _current(self, run: _Run) -> bool:
         """Whether ``run``'s results still belong on screen."""
-        fresh = run.generation == self.layers.generation and self.layers.writer is not None
-        return run is self._run and fresh
+        return run is self._run and self._current_generation(run)
+
+    def _current_generation(self, run: _Run) -> bool:
+        """Whether ``run`` still writes to the image and output on screen."""
+        return run.generation == self.layers.generation and self.layers.writer is not None
 
     def _count(self, run: _Run) -> None:
         run.done += 1
@@ -177,11 +180,7 @@ class Runs:
         Returns False when the run did not start (a notification says why).
         """
         layers = self.layers
-        if self.running:
-            show_info("a run is in progress; wait for it or press Cancel")
-            return False
-        if layers.output() is None:
-            show_warning("choose an image first")
+        if not self._can_start():
             return False
         if not layers.ensure_truth():
             show_warning("choose a ground-truth Labels layer first")
@@ -190,11 +189,7 @@ class Runs:
         protected = set() if overwrite_edited else layers.writer.protected_slices()
         todo = [z for z in lung if z not in protected]
         kept = len(lung) - len(todo)
-        if kept:
-            show_info(
-                f"{kept} slice(s) with your own edits are kept; tick 'overwrite edited "
-                "slices' to segment them too"
-            )
+        _say_kept(kept)
         if not todo:
             show_info("nothing to segment: no slice with lung left")
             return False
@@ -202,7 +197,7 @@ class Runs:
         self.feedback.summary = ""
         self.feedback.status(f"segmenting {len(todo)} slices…")
         self._start(
-            _volume_job,
+            volume_job,
             self.session,
             todo,
             total=len(todo),
@@ -216,6 +211,7 @@ class Runs:
         if not self._current(run):
             return
         run.writer.write_slice(result.slice_index, result.labels)
+        self.session.record_quality(result.slice_index, result.labels, result.predicted_iou)
         if result.metrics is not None:
             self.session.scores[result.slice_index] = result.metrics
         self._count(run)
@@ -236,16 +232,74 @@ class Runs:
         self.feedback.status(head)
         self.feedback.scores()
 
+    # ------------------------------------------------------------------ automatic
+
+    def segment_volume_automatically(self, overwrite_edited: bool = False) -> bool:
+        """Segment every slice with candidate lung (CT only) in a worker; edits are kept.
+
+        Returns False when the run did not start (a notification says why).
+        """
+        layers, session = self.layers, self.session
+        if not self._can_start():
+            return False
+        if not session.is_ct:
+            show_warning(AUTO_XRAY_MESSAGE)
+            return False
+        if layers.truth_layer is not None:
+            layers.ensure_truth()  # the slices are scored as they come
+        session.skipped_empty = session.n_slices - len(session.lung_slices())
+        protected = set() if overwrite_edited else layers.writer.protected_slices()
+        self.feedback.summary = ""
+        self.feedback.status("finding the lungs from the CT's air…")
+        self._start(
+            auto_job,
+            session,
+            protected,
+            total=None,
+            desc="napari-samlung: segmenting automatically",
+            on_yield=self._on_auto_item,
+            on_done=self._on_auto_done,
+        )
+        return True
+
+    def _on_auto_item(self, run: _Run, item) -> None:
+        if not isinstance(item, Planned):
+            self._on_volume_slice(run, item)
+            return
+        if not self._current(run):
+            return
+        run.total, run.planned, run.kept = len(item.slices), item.slices, set(item.kept)
+        run.bar.total = run.total
+        _say_kept(len(item.kept))
+        self.feedback.status(f"segmenting {run.total} slices with lung…")
+
+    def _on_auto_done(self, run: _Run) -> None:
+        self._finish(run)
+        if not self._current_generation(run):
+            return
+        planned = run.planned
+        if not planned and not run.kept:
+            head = "automatic: no air-filled lung found in this CT; prompt a slice instead"
+        elif run.done == run.total:
+            span = f" (slices {planned[0]}–{planned[-1]})" if planned else ""
+            head = f"automatic: {run.done} slices with lung segmented{span}"
+        else:
+            head = f"automatic run cancelled: {run.done} of {run.total} slices segmented"
+        if run.kept:
+            head += f"; kept your edits on {len(run.kept)} slice(s)"
+        lines = [head]
+        if self.session.scores:
+            lines.append(self.session.summary().format_table())
+        self.feedback.summary = "\n".join(lines)
+        self.feedback.status(head)
+        self.feedback.scores()
+
     # ------------------------------------------------------------------ propagation
 
     def propagate(self, overwrite_edited: bool = False) -> bool:
         """Propagate from every prompted slice in a worker; False when it did not start."""
         layers = self.layers
-        if self.running:
-            show_info("a run is in progress; wait for it or press Cancel")
-            return False
-        if layers.image_layer is None or layers.output() is None:
-            show_warning("choose an image first")
+        if not self._can_start():
             return False
         try:
             seeds = seeds_from_layers(layers.points_layer, layers.shapes_layer, self.session)
@@ -258,13 +312,14 @@ class Runs:
         # read on the main thread: the worker must not see later changes
         session = self.session
         self._start(
-            _propagation_job,
+            propagation_job,
             session,
             session.volume,
             seeds,
             session.effective_window(),
             self.propagation_settings,
             cancel,
+            self.guard_with_candidates and session.is_ct,
             total=session.n_slices,
             desc="napari-samlung: propagating",
             on_yield=self._on_propagated_slice,
@@ -284,6 +339,7 @@ class Runs:
             run.kept.add(z)
         else:
             run.writer.write_slice(z, labels, propagated=True)
+            self.session.record_quality(z, labels)
             run.written.add(z)
             if self.layers.truth_layer is not None and self.layers.ensure_truth():
                 self.session.score(z, labels)
@@ -306,12 +362,23 @@ class Runs:
         self._finish(run)
         if not current:
             return  # the image or the output changed meanwhile: nothing to report
+        if result is not None:
+            for z in run.written:
+                self.session.quality.set_predicted_iou(z, result.predicted_iou.get(z, math.nan))
         if result is None:
             self.feedback.status("propagation failed: see the notification")
             return
         self.feedback.summary = ""
         self.feedback.status(_describe(result, run, cleared, self.session.n_slices))
         self.feedback.scores()
+
+
+def _say_kept(kept: int) -> None:
+    if kept:
+        show_info(
+            f"{kept} slice(s) with your own edits are kept; tick 'overwrite edited "
+            "slices' to segment them too"
+        )
 
 
 def _describe(result: PropagationResult, run: _Run, cleared: list[int], n: int) -> str:

@@ -2,8 +2,9 @@
 
 It owns a Qt-free ``LungSession`` (image, model, window, scores) and, per viewer,
 ``ImageLayers`` (the layers worked on), ``Workers`` (model calls in threads),
-``Interactive`` (embed ahead, prompt edits), ``Runs`` (volume runs, propagation) and
-``WindowSync`` (window controls <-> contrast).  Closing the dock or the viewer stops
+``Interactive`` (embed ahead, prompt edits), ``Runs`` (volume runs, automatic runs,
+propagation), ``WindowSync`` (window controls <-> contrast) and ``QualityView``
+(the per-slice quality strip and the doubtful-slice keys).  Closing the dock or the viewer stops
 timers and workers (:meth:`SamLungWidget.shutdown`).  Tests pass ``segmenter_factory``.
 """
 
@@ -23,7 +24,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from napari.viewer import Viewer
 from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QFileDialog, QMessageBox, QSizePolicy, QTextEdit
+from qtpy.QtWidgets import QSizePolicy, QTextEdit
 
 from ..core.config import RunConfig
 from ..core.models import get_spec, public_models
@@ -31,21 +32,29 @@ from ..core.prompts import STRATEGIES
 from ..core.windowing import WINDOW_PRESETS, Window
 from ..errors import SamlungError
 from .compat import avoid_triton_llvm_clash
+from .export import export_scores
 from .interactive import Interactive
 from .layers import (
     ImageLayers,
+    image_modality_and_spacing,
     marked_truth_layer,
     output_problem,
     prompt_layers_for,
     truth_problem,
     volume_from_image_layer,
 )
+from .quality_strip import KEYS_HELP, QualityView
+from .run_jobs import AUTO_XRAY_MESSAGE
 from .runs import Runs
 from .session import LungSession, SegmenterFactory
 from .window_sync import CUSTOM, WindowSync
 from .workers import DownloadBar, Feedback, Workers, stop_with
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+AUTO_TOOLTIP = (
+    "CT only, no ground truth needed: finds the lungs from the CT's air and prompts the "
+    "model on every slice with lung (slices without lung stay empty); one undo step"
+)
 
 
 class SamLungWidget(Container):
@@ -79,6 +88,7 @@ class SamLungWidget(Container):
         )
         self.interactive = Interactive(self.image_layers, self.workers, self.feedback)
         self.runs = Runs(self.image_layers, self.workers, self.feedback)
+        self.quality_view = QualityView(viewer, self.image_layers)
         self._updating = False
         self._closed = False
         self._build()
@@ -125,6 +135,8 @@ class SamLungWidget(Container):
         )
         self.segment_slice_button = PushButton(text="Segment slice from ground truth")
         self.segment_volume_button = PushButton(text="Segment volume from ground truth")
+        self.auto_button = PushButton(text="Segment volume automatically")
+        self.auto_button.tooltip = AUTO_TOOLTIP
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.clear_button = PushButton(text="Clear slice")
         self.export_button = PushButton(text="Export metrics")
@@ -160,12 +172,16 @@ class SamLungWidget(Container):
                     layout="horizontal",
                     labels=False,
                 ),
+                self.auto_button,
                 self.overwrite_edited,
                 self.export_button,
                 self.status,
                 self.readout,
             ]
         )
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(self.readout.native), self.quality_view.box)
+        self.tooltip = KEYS_HELP
 
     def _image_layers(self, widget=None) -> list:
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
@@ -192,6 +208,9 @@ class SamLungWidget(Container):
         )
         self.propagate_button.changed.connect(
             lambda: self.runs.propagate(self.overwrite_edited.value)
+        )
+        self.auto_button.changed.connect(
+            lambda: self.runs.segment_volume_automatically(self.overwrite_edited.value)
         )
         self.cancel_button.changed.connect(self.runs.cancel)
         self.clear_button.changed.connect(self.interactive.clear_slice)
@@ -252,7 +271,10 @@ class SamLungWidget(Container):
             return
         if getattr(layer, "rgb", False):
             show_info(f"{layer.name!r} is an RGB image: its grey values are segmented")
-        self.session.set_image(volume, is_2d, case=layer.name)
+        modality, spacing = image_modality_and_spacing(layer, volume, is_2d)
+        self.session.set_image(
+            volume, is_2d, case=layer.name, modality=modality, spacing_zyx_mm=spacing
+        )
         self.window_sync.adopt(layer)
         points, shapes = prompt_layers_for(self.viewer, layer, len(self.image_layers.shape))
         self.image_layers.set_image(layer, points, shapes)
@@ -263,6 +285,7 @@ class SamLungWidget(Container):
         self.viewer.layers.selection.active = points
         points.mode = "add"
         self.interactive.request_embed()
+        self._set_running(self.runs.running)
         self._update_readout()
 
     def _show_output(self, layer) -> None:
@@ -363,40 +386,15 @@ class SamLungWidget(Container):
             self.clear_button,
         ):
             button.enabled = not running
+        self.auto_button.enabled = not running and self.session.is_ct
+        self.auto_button.tooltip = AUTO_TOOLTIP if self.session.is_ct else AUTO_XRAY_MESSAGE
 
     def export_metrics(self, path: str | Path | None = None) -> Path | None:
         """Write the per-slice scores as CSV; asks for a file and before overwriting.
 
         Returns the file written, or None (nothing scored, or the user said no).
         """
-        if not self.session.scores:
-            show_warning("no scored slices yet: segment with a ground-truth layer chosen")
-            return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self.native,
-                "Export per-slice metrics",
-                f"{self.session.case or 'scores'}_per_slice.csv",
-                "CSV (*.csv)",
-                options=QFileDialog.DontConfirmOverwrite,
-            )
-            if not path:
-                return None
-        path = Path(path)
-        if path.suffix.lower() != ".csv":
-            path = path.with_name(path.name + ".csv")
-        question = f"{path} exists. Replace it?"
-        if path.exists() and QMessageBox.question(self.native, "napari-samlung", question) != (
-            QMessageBox.Yes
-        ):
-            return None
-        try:
-            self.session.export_scores(path)
-        except OSError as exc:
-            show_error(f"cannot write {path}: {exc.strerror or exc}; choose another folder")
-            return None
-        show_info(f"wrote the scores of {len(self.session.scores)} slices to {path}")
-        return path
+        return export_scores(self.native, self.session, path)
 
     # ------------------------------------------------------------------ readout
 
@@ -424,6 +422,7 @@ class SamLungWidget(Container):
 
     def _update_readout(self) -> None:
         self.readout.value = self.readout_text()
+        self.quality_view.refresh()
 
     def readout_text(self) -> str:
         """Dice and Jaccard of the slice on screen and their means, then the run summary."""
@@ -440,6 +439,7 @@ class SamLungWidget(Container):
         self.window_sync.close()
         self.interactive.close()
         self.runs.close()
+        self.quality_view.close()
         self.workers.close()
         layers = self.viewer.layers.events
         layers.inserted.disconnect(self._on_layers_inserted)
