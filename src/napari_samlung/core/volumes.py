@@ -118,30 +118,50 @@ def lung_volumes(
     for name, other in (("image", image), ("truth", truth)):
         if other is not None and np.shape(other) != labels.shape:
             raise ValueError(f"{name} shape {np.shape(other)} != labels shape {labels.shape}")
-    masks = {name: labels == value for value, name in LUNG_NAMES.items()}
-    masks["total"] = masks["left"] | masks["right"]
-    truths = {}
+    counts = {name: int(np.count_nonzero(labels == value)) for value, name in LUNG_NAMES.items()}
+    counts["total"] = counts["left"] + counts["right"]
+    true_counts = {}
     if truth is not None:
         truth = np.asarray(truth)
-        truths = {name: truth == value for value, name in LUNG_NAMES.items()}
-        truths["total"] = truths["left"] | truths["right"]
+        true_counts = {n: int(np.count_nonzero(truth == v)) for v, n in LUNG_NAMES.items()}
+        true_counts["total"] = true_counts["left"] + true_counts["right"]
+    lung_slices = _lung_slices(labels)
     measures = []
-    for name, mask in masks.items():
-        count = int(np.count_nonzero(mask))
+    for name, count in counts.items():
         m = LungMeasure(name, count, count * unit_size, unit)
+        values = _values(labels, name)
         if labels.ndim == 3 and count:
-            z = np.flatnonzero(mask.any(axis=(1, 2)))
-            m.first_slice, m.last_slice = int(z[0]), int(z[-1])
+            m.first_slice, m.last_slice = _slice_range(labels, values, lung_slices)
         if image is not None and count:
-            values = np.asarray(image)[mask].astype(np.float64)
-            m.hu_mean, m.hu_std = float(values.mean()), float(values.std())
-        if name in truths:
-            true_count = int(np.count_nonzero(truths[name]))
-            m.true_size = true_count * unit_size
-            if true_count:
-                m.relative_error = (count - true_count) / true_count
+            inside = np.asarray(image)[np.isin(labels, values)].astype(np.float64)
+            m.hu_mean, m.hu_std = float(inside.mean()), float(inside.std())
+        if true_counts:
+            m.true_size = true_counts[name] * unit_size
+            if true_counts[name]:
+                m.relative_error = (count - true_counts[name]) / true_counts[name]
         measures.append(m)
     return LungVolumes(measures, tuple(float(s) for s in spacing_mm[-labels.ndim :]))
+
+
+def _values(labels: np.ndarray, name: str) -> tuple[int, ...]:
+    """The label values of one lung, or of both for ``total``."""
+    if name == "total":
+        return tuple(LUNG_NAMES)
+    return tuple(v for v, n in LUNG_NAMES.items() if n == name)
+
+
+def _lung_slices(labels: np.ndarray) -> np.ndarray:
+    """Indices of the slices with any label (one cheap pass; empty for 2D)."""
+    if labels.ndim != 3 or not labels.size:
+        return np.array([], int)
+    return np.flatnonzero(labels.reshape(labels.shape[0], -1).max(axis=1) > 0)
+
+
+def _slice_range(labels: np.ndarray, values: tuple[int, ...], slices: np.ndarray):
+    """First and last slice holding one of ``values``, searched from both ends."""
+    first = next((int(z) for z in slices if np.isin(labels[z], values).any()), None)
+    last = next((int(z) for z in slices[::-1] if np.isin(labels[z], values).any()), None)
+    return first, last
 
 
 def _json(value):
