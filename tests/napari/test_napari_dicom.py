@@ -68,3 +68,52 @@ def test_writer_saves_a_dicom_seg_of_the_layer(tmp_path):
     assert seg.number_of_segments == 2
     assert len(set(seg_frame_sources(seg))) == 3  # slices 2, 3, 4 only
     assert read_image(tmp_path / "CT_series").data.shape == data.shape  # SEG beside: still reads
+
+
+@pytest.mark.gui
+def test_widget_shows_volumes_and_exports_a_dicom_seg(make_napari_viewer, qtbot, tmp_path):
+    pytest.importorskip("highdicom", reason="DICOM SEG needs highdicom (napari-samlung[dicom])")
+    import highdicom as hd
+    from napari_fixtures import Recorder, tiny_factory, wait_idle
+
+    from napari_samlung._napari.launch import build_viewer
+    from napari_samlung.core.config import RunConfig
+
+    _series(tmp_path)
+    image = read_image(tmp_path / "CT_series")
+    truth = np.zeros(image.data.shape, np.uint8)
+    truth[1:4, 3:9, 2:7] = 2
+    truth[1:4, 3:9, 9:14] = 1
+    viewer, widget = build_viewer(
+        image,
+        truth,
+        RunConfig(model_id="lite_medsam"),
+        viewer=make_napari_viewer(),
+        segmenter_factory=Recorder(tiny_factory),
+    )
+    wait_idle(qtbot, widget)
+    assert widget.seg_export.button.enabled
+    assert "volume" not in widget.readout_text()  # nothing segmented yet
+    output = widget.image_layers.writer.layer
+    output.data = truth[:]  # as if segmented: exactly the truth
+    assert widget.image_layers.ensure_truth()  # as a run from the ground truth does
+    widget._update_readout()
+    voxel_ml = 2.5 * 0.7 * 0.7 / 1000
+    left, right = 3 * 6 * 5 * voxel_ml, 3 * 6 * 5 * voxel_ml
+    text = widget.readout_text()
+    assert f"volume mL: left {left:.1f}  right {right:.1f}" in text
+    assert "left +0.0 %" in text  # against the ground truth
+    out = widget.seg_export.export(tmp_path / "lungs.dcm")
+    assert out == tmp_path / "lungs.dcm"
+    seg = hd.seg.segread(out)
+    assert len(set(seg_frame_sources(seg))) == 3
+    wait_idle(qtbot, widget)
+    widget.shutdown()
+
+
+@pytest.mark.gui
+def test_widget_export_is_off_for_a_nifti_image(phantom_widget, tmp_path):
+    _viewer, widget, _ = phantom_widget
+    assert not widget.seg_export.button.enabled
+    assert widget.seg_export.export(tmp_path / "x.dcm") is None
+    assert not (tmp_path / "x.dcm").exists()

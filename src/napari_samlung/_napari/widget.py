@@ -46,6 +46,7 @@ from .layers import (
 from .quality_strip import KEYS_HELP, QualityView
 from .run_jobs import AUTO_XRAY_MESSAGE
 from .runs import Runs
+from .seg_export import SegExport
 from .session import LungSession, SegmenterFactory
 from .window_sync import CUSTOM, WindowSync
 from .workers import DownloadBar, Feedback, Workers, stop_with
@@ -92,6 +93,7 @@ class SamLungWidget(Container):
         self._updating = False
         self._closed = False
         self._build()
+        self.seg_export = SegExport(self)
         explicit = any(
             v is not None for v in (config.window_preset, config.window_level, config.window_width)
         )
@@ -425,10 +427,10 @@ class SamLungWidget(Container):
         self.quality_view.refresh()
 
     def readout_text(self) -> str:
-        """Dice and Jaccard of the slice on screen and their means, then the run summary."""
+        """Dice and Jaccard of the slice on screen, their means, the run summary, the volumes."""
         z = self.image_layers.current_slice()
         has_truth = self.ground_truth.value is not None
-        return self.session.readout(z, has_truth, self.feedback.summary)
+        return self.session.readout(z, has_truth, self.feedback.summary) + self.seg_export.lines()
 
     def shutdown(self) -> None:
         """Stop timers and workers and let go of the viewer (the widget is going away)."""
