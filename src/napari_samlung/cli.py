@@ -22,6 +22,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
+    from .core.auto import AUTO_STRATEGY, COMBINE_RULES
     from .core.models import public_models
     from .core.prompts import STRATEGIES
     from .core.windowing import WINDOW_PRESETS
@@ -37,8 +38,24 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--strategy",
-        choices=sorted(STRATEGIES),
-        help="prompt strategy (default: the model's best, see docs/strategies.md)",
+        choices=[*sorted(STRATEGIES), AUTO_STRATEGY],
+        help="prompt strategy (default: the model's best, see docs/strategies.md); "
+        f"{AUTO_STRATEGY}: prompts from the lungs found in the CT itself, the mask only "
+        "scores (CT only)",
+    )
+    g.add_argument(
+        "--combine",
+        default="refined",
+        choices=list(COMBINE_RULES),
+        help="automatic runs: the model's masks checked against the CT's air (refined, "
+        "default), the model alone, or the air candidates alone (no model)",
+    )
+    g.add_argument(
+        "--no-hu-refine",
+        dest="hu_refine",
+        action="store_false",
+        help="CT: do not check ground-truth-prompted masks and propagation against the CT's "
+        "air (the paper's pipeline; X-rays are never refined)",
     )
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     g.add_argument(
@@ -95,6 +112,8 @@ def _config(args: argparse.Namespace):
         disk_cache_dir=args.cache_dir if args.cache_dir else ("" if args.disk_cache else None),
         disk_cache_limit_mb=args.cache_limit_mb,
         precision=args.precision,
+        hu_refine=args.hu_refine,
+        combine=args.combine,
     )
     try:
         cfg.window()
@@ -152,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MASK",
         help="propagate from the ground truth of one slice (--seed-slice)",
     )
+    src.add_argument(
+        "--auto",
+        action="store_true",
+        help="no ground truth: prompts from the lungs found in the CT itself (CT only; "
+        "see --combine)",
+    )
     sg.add_argument("--seed-slice", type=int, help="slice index for --seed-from (default: middle)")
     sg.add_argument("-o", "--output", type=Path, required=True, help="output mask file")
     sg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -180,13 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- evaluate
 
 
-def _progress_bar(total: int, desc: str):
+def _progress_bar(total: int | None, desc: str, unit: str = "case"):
     from tqdm import tqdm
 
     return tqdm(
         total=total,
         desc=desc,
-        unit="case",
+        unit=unit,
         file=sys.stderr,
         disable=not sys.stderr.isatty() and os.environ.get("SAMLUNG_PROGRESS") != "1",
     )
@@ -215,15 +240,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
         )
     summary = run.summary()
-    print(
-        f"model {cfg.model_id}  strategy {cfg.resolved_strategy()}  window "
-        f"{cfg.window().describe()}"
-    )
+    print(f"model {cfg.model_id}  strategy {_strategy_text(cfg)}  window {cfg.window().describe()}")
     print(summary.format_table())
+    if cfg.is_auto:
+        print(
+            f"false-positive slices (a mask where the ground truth has no lung): "
+            f"{run.false_positive_slices}"
+        )
     run.write_summary(run.payload(summary))
     for problem in problems:
         print(f"napari-samlung: skipped: {problem}", file=sys.stderr)
     return EXIT_SKIPPED if problems else 0
+
+
+def _strategy_text(cfg) -> str:
+    """The strategy, with the combination rule of an automatic run."""
+    if cfg.is_auto:
+        return f"{cfg.resolved_strategy()} ({cfg.combine})"
+    return cfg.resolved_strategy()
 
 
 # --------------------------------------------------------------------------- segment
@@ -235,14 +269,25 @@ def cmd_segment(args: argparse.Namespace) -> int:
     cfg = _config(args)
     inputs = [args.image, args.prompts_from, args.propagate_from, args.seed_from]
     check_output(args.output, inputs, args.overwrite)  # before any work
-    result = segment_image(
-        args.image,
-        cfg,
-        prompts_from=args.prompts_from,
-        propagate_from=args.propagate_from,
-        seed_from=args.seed_from,
-        seed_slice=args.seed_slice,
-    )
+    with _progress_bar(None, "segmenting", unit="slice") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = segment_image(
+            args.image,
+            cfg,
+            prompts_from=args.prompts_from,
+            propagate_from=args.propagate_from,
+            seed_from=args.seed_from,
+            seed_slice=args.seed_slice,
+            auto=args.auto,
+            progress=progress,
+        )
+    if result.written is not None:
+        slices = result.labels.shape[0] if result.labels.ndim == 3 else 1
+        print(f"lung found on {len(result.written)} of {slices} slices (combine {cfg.combine})")
     if result.propagation is not None:
         prop = result.propagation
         print(

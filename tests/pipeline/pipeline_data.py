@@ -31,6 +31,16 @@ def write_phantoms(root: Path, names=NAMES, shape=SHAPE) -> Path:
     return root
 
 
+def write_phantom_ct(folder: Path, shape=SHAPE, seed: int = 1) -> tuple[Path, Path, np.ndarray]:
+    """One phantom CT in HU as ``folder/ct.nii.gz`` and its mask ``ct_mask.nii.gz``;
+    return both paths and the labels."""
+    image, labels = make_phantom(shape, seed=seed)
+    image_path, mask_path = folder / "ct.nii.gz", folder / "ct_mask.nii.gz"
+    write_image(image_path, image)
+    write_labels(mask_path, labels, like=image)
+    return image_path, mask_path, labels
+
+
 def lung_slices(labels: np.ndarray) -> list[int]:
     """Indices of the slices of a (slice, row, col) label volume that have lung."""
     return [z for z in range(labels.shape[0]) if labels[z].any()]

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from pipeline_data import MICRO, SHAPE, lung_slices
+from pipeline_data import MICRO, SHAPE, lung_slices, write_phantom_ct
 
 from conftest import save_png
 from napari_samlung.core.metrics import score_slice
 from napari_samlung.errors import PromptError, SamlungError
-from napari_samlung.io import make_phantom, read_image, write_image, write_labels
+from napari_samlung.io import read_image, write_labels
 from napari_samlung.pipeline.segment import (
     check_output,
     image_shaped,
@@ -24,11 +24,7 @@ from napari_samlung.pipeline.segment import (
 
 @pytest.fixture
 def ct(tmp_path):
-    image, labels = make_phantom(SHAPE, seed=1)
-    image_path, mask_path = tmp_path / "ct.nii.gz", tmp_path / "ct_mask.nii.gz"
-    write_image(image_path, image)
-    write_labels(mask_path, labels, like=image)
-    return image_path, mask_path, labels
+    return write_phantom_ct(tmp_path)
 
 
 @pytest.fixture

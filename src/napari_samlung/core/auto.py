@@ -34,6 +34,9 @@ from .windowing import Window, is_prewindowed, to_rgb
 
 Combine = Literal["refined", "model", "candidates"]
 COMBINE_RULES: tuple[str, ...] = ("refined", "model", "candidates")
+#: The run strategy name of the automatic path (``evaluate --strategy auto``): not a prompt
+#: strategy of :data:`~.prompts.STRATEGIES`, as its prompts come from the CT, not a mask.
+AUTO_STRATEGY = "auto"
 
 
 def iter_segment_auto(

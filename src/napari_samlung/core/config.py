@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .auto import AUTO_STRATEGY, COMBINE_RULES
 from .engine import Segmenter
 from .models import get_spec
 from .windowing import Window
@@ -27,7 +28,9 @@ class RunConfig:
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     strategy : str or None
-        A prompt strategy name; None: the model's default.
+        A prompt strategy name, or ``"auto"`` (:data:`~.auto.AUTO_STRATEGY`:
+        prompts from the lungs found in the CT itself, the ground truth only
+        scores); None: the model's default.
     window_preset : str or None
         A named CT window; None (and no level/width): the model's default.
     window_level, window_width : float or None
@@ -42,6 +45,13 @@ class RunConfig:
         None: no disk cache of embeddings; ``""``: the user cache directory.
     disk_cache_limit_mb : float
         Size limit of the disk cache in MB.
+    hu_refine : bool
+        Check the masks of ground-truth-prompted runs and of propagation
+        against the CT's air (:func:`~.refine.refine_with_candidates`,
+        :func:`~.propagation.propagate` with candidates).  CT only; X-rays
+        are never refined.
+    combine : str
+        The automatic path's rule (:data:`~.auto.COMBINE_RULES`).
     """
 
     model_id: str = "lite_medsam"
@@ -56,6 +66,23 @@ class RunConfig:
     precision: str = "auto"
     disk_cache_dir: str | None = None
     disk_cache_limit_mb: float = 2048.0
+    hu_refine: bool = True
+    combine: str = "refined"
+
+    def __post_init__(self) -> None:
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(
+                f"combine must be one of {', '.join(COMBINE_RULES)}, got {self.combine!r}"
+            )
+
+    @property
+    def is_auto(self) -> bool:
+        """True for the automatic path (strategy ``"auto"``)."""
+        return self.strategy == AUTO_STRATEGY
+
+    def refines(self, modality: str) -> bool:
+        """Whether masks of an image of this modality are checked against its air (CT only)."""
+        return self.hu_refine and modality == "ct"
 
     def resolved_strategy(self) -> str:
         """The prompt strategy's name: the one asked for, else the model's default."""
@@ -77,13 +104,19 @@ class RunConfig:
         return Window.preset(preset, self.normalization)  # type: ignore[arg-type]
 
     def settings(self) -> dict:
-        """What decides the scores (model, checkpoint, strategy, window) as plain values."""
-        return {
+        """What decides the scores as plain values: model, checkpoint, strategy, window,
+        and the combination rule (automatic runs) or the HU refinement (the others)."""
+        settings = {
             "model": self.model_id,
             "checkpoint": self.checkpoint,
             "strategy": self.resolved_strategy(),
             "window": self.window().describe(),
         }
+        if self.is_auto:
+            settings["combine"] = self.combine
+        else:
+            settings["hu_refine"] = self.hu_refine
+        return settings
 
     def make_segmenter(self) -> Segmenter:
         """Load the model (downloading its weights once) and wrap it in a Segmenter."""

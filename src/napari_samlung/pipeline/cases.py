@@ -20,7 +20,7 @@ from ..errors import DatasetError, SamlungError
 from ..io import Case, ImageData
 from ..io.datasets import load_case
 from ..io.names import NIFTI_SUFFIXES, RASTER_SUFFIXES, image_suffix, strip_suffix
-from .segment import image_shaped, segment_from_truth
+from .segment import false_positive_slices, image_shaped, segment_from_truth
 
 
 @dataclass
@@ -47,6 +47,9 @@ class CaseResult:
         Why the case failed; None when it was evaluated.
     image_path : Path or None
         The case's image file.
+    false_positive_slices : int or None
+        Automatic runs: slices given a mask where the ground truth has no lung;
+        None for ground-truth-prompted runs (they write only slices with lung).
     """
 
     name: str
@@ -57,6 +60,7 @@ class CaseResult:
     seconds: float
     error: str | None = None
     image_path: Path | None = None
+    false_positive_slices: int | None = None
 
 
 def evaluate_case(
@@ -67,6 +71,9 @@ def evaluate_case(
     should_cancel: Callable[[], bool] | None = None,
 ) -> CaseResult:
     """Segment one case from its ground truth and score every slice with lung.
+
+    With ``config.strategy == "auto"`` the lungs come from the CT itself and
+    the ground truth only scores (:func:`~.segment.segment_from_truth`).
 
     Parameters
     ----------
@@ -86,7 +93,8 @@ def evaluate_case(
     Raises
     ------
     SamlungError
-        When a file cannot be read, the mask does not fit the image, or there is no mask.
+        When a file cannot be read, the mask does not fit the image, there is no
+        mask, or the strategy is ``"auto"`` and the image is an X-ray.
     """
     t0 = time.perf_counter()
     image, truth = load_case(case)
@@ -94,7 +102,7 @@ def evaluate_case(
         raise DatasetError(f"{case.image_path}: case {case.name} has no mask to score against")
     result = segment_from_truth(
         segmenter,
-        image.data,
+        image,
         truth,
         config,
         case=case.name,
@@ -109,6 +117,9 @@ def evaluate_case(
         image,
         time.perf_counter() - t0,
         image_path=Path(case.image_path),
+        false_positive_slices=(
+            false_positive_slices(result.written, truth) if config.is_auto else None
+        ),
     )
 
 

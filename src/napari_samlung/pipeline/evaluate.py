@@ -25,6 +25,7 @@ from ..core.metrics import SliceScore, Summary, summarize
 from ..errors import InputFileError, SamlungError
 from ..io import Case, find_cases, read_image, write_labels
 from ..io.atomic import atomic_write_text, check_writable
+from ..io.names import RASTER_SUFFIXES, image_suffix
 from ..io.tables import read_scores_csv, write_scores_csv
 from .cases import (
     CaseResult,
@@ -57,6 +58,10 @@ def map_local(cases: Sequence[Case], config: RunConfig) -> Iterator[CaseResult]:
         except SamlungError as exc:
             res = failed_case(case, str(exc))
         yield res
+
+
+def _is_xray(case: Case) -> bool:
+    return image_suffix(case.image_path) in RASTER_SUFFIXES
 
 
 def choose_case_map(workers: int | None = None, scheduler: str | None = None) -> CaseMap:
@@ -118,6 +123,7 @@ class EvaluationRun:
         self.resume = resume
         self.scores: list[SliceScore] = []
         self.skipped_empty = 0
+        self.false_positive_slices = 0
         self.seconds = 0.0
         self.done: dict[str, dict] = {}
         self.settings = config.settings()
@@ -154,6 +160,9 @@ class EvaluationRun:
             self.scores.extend(rows)
             write_scores_csv(csv_path, rows)  # drop rows of a case that did not finish
         self.skipped_empty = sum(int(v["skipped_empty"]) for v in self.done.values())
+        self.false_positive_slices = sum(
+            int(v.get("false_positive_slices", 0)) for v in self.done.values()
+        )
 
     def _start_afresh(self) -> None:
         csv_path, state_path = self.out_dir / CSV_NAME, self.out_dir / STATE_NAME
@@ -224,6 +233,7 @@ class EvaluationRun:
         """Keep a finished case's scores; write them (and its mask) to ``out_dir``."""
         self.scores.extend(res.scores)
         self.skipped_empty += res.skipped_empty
+        self.false_positive_slices += res.false_positive_slices or 0
         if self.out_dir is None:
             return
         if self.save_masks:
@@ -238,6 +248,8 @@ class EvaluationRun:
             )
         write_scores_csv(self.out_dir / CSV_NAME, res.scores, append=True)
         self.done[res.name] = {"skipped_empty": res.skipped_empty, "slices": len(res.scores)}
+        if res.false_positive_slices is not None:
+            self.done[res.name]["false_positive_slices"] = res.false_positive_slices
         atomic_write_text(
             self.out_dir / STATE_NAME,
             json.dumps({"settings": self.settings, "cases": self.done}, indent=1),
@@ -255,15 +267,22 @@ class EvaluationRun:
         (``cases``, ``slices``, ``skipped_empty``, ``empty_predictions``, and
         ``dice``/``jaccard`` with ``mean``, ``std``, ``min``, ``max``, ``median``
         as fractions in [0, 1]) and ``seconds`` (wall time of :meth:`run`).
+        Automatic runs (strategy ``"auto"``) add ``combine`` and
+        ``false_positive_slices``: slices given a mask where the ground truth
+        has no lung, over all cases.
         """
         summary = summary or self.summary()
-        return {
+        payload = {
             "model": self.settings["model"],
             "strategy": self.settings["strategy"],
             "window": self.settings["window"],
             **summary.to_dict(),
             "seconds": self.seconds,
         }
+        if self.config.is_auto:
+            payload["combine"] = self.config.combine
+            payload["false_positive_slices"] = self.false_positive_slices
+        return payload
 
     def write_summary(self, payload: dict) -> list[Path]:
         """Write ``payload`` to ``out_dir/summary.json`` and to ``json_path``; return the paths."""
@@ -306,12 +325,23 @@ def open_run(
     cases : list of Case
     problems : list of str
         One line per file of the dataset that could not be used.
+
+    Raises
+    ------
+    SamlungError
+        Also for the ``"auto"`` strategy on a dataset of X-rays only (an X-ray
+        among CTs fails as its own case).
     """
     if json_path is not None:
         check_writable(json_path, overwrite)  # refuse before any work, not after it
     cases, problems = find_cases(images, masks)
     if limit is not None:
         cases = cases[:limit]
+    if config.is_auto and cases and all(_is_xray(c) for c in cases):
+        raise SamlungError(
+            f"{cases[0].image_path}: automatic lung finding (--strategy auto) needs a CT in HU "
+            "(an X-ray has no Hounsfield units); use a prompt strategy (e.g. --strategy per-lung)"
+        )
     run = EvaluationRun(
         config,
         out_dir,

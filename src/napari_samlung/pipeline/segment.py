@@ -8,26 +8,32 @@ The sources (exactly one per run):
 - ``propagate_from``: a prompts JSON with a few prompted slices, propagated
   through the volume (:func:`~napari_samlung.core.propagation.propagate`);
 - ``seed_from``: the ground truth of one slice, propagated, and the result
-  scored against the whole mask.
+  scored against the whole mask;
+- ``auto``: no ground truth; prompts from the lungs found in the CT itself
+  (:func:`~napari_samlung.core.auto.segment_auto`).
 
-A further source (issue 11's ``auto``: prompts from the lungs found in the CT
-itself) is one more keyword of :func:`segment_image` and one more ``_from_*``
-function here.
+On CT (``ImageData.modality == "ct"``) the masks are checked against the CT's
+air unless ``RunConfig.hu_refine`` is off: the ground-truth-prompted runs
+refine each slice (``segment_from_labels(refine=True)``) and propagation is
+guarded by the candidate lungs (``propagate(candidates=...)``).  X-rays are
+never refined, and the automatic path refuses them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..core.auto import segment_auto
 from ..core.config import RunConfig
 from ..core.engine import Segmenter
+from ..core.lungs_hu import find_lung_candidates
 from ..core.metrics import SliceScore, Summary, score_slice, summarize
-from ..core.propagation import PropagationResult, propagate, seeds_from_labels
-from ..core.volume import VolumeResult, segment_from_labels
+from ..core.propagation import PropagationResult, Seed, propagate, seeds_from_labels
+from ..core.volume import CancelFn, ProgressFn, VolumeResult, as_volume, segment_from_labels
 from ..errors import PromptError, SamlungError
 from ..io import ImageData, read_image, read_mask, write_labels
 from ..io.atomic import check_writable
@@ -51,6 +57,8 @@ class SegmentResult:
         How a propagation went (slices written, why it stopped).
     seconds : float
         Wall time of the segmentation, in seconds.
+    written : list of int or None
+        Slices the automatic path wrote a mask on; None for the other sources.
     """
 
     image: ImageData
@@ -59,6 +67,7 @@ class SegmentResult:
     skipped_empty: int = 0
     propagation: PropagationResult | None = None
     seconds: float = 0.0
+    written: list[int] | None = None
 
     def summary(self) -> Summary:
         """The Dice/Jaccard summary over the scored slices."""
@@ -72,29 +81,33 @@ def image_shaped(labels: np.ndarray, image: np.ndarray) -> np.ndarray:
 
 def segment_from_truth(
     segmenter: Segmenter,
-    image: np.ndarray,
+    image: ImageData,
     lung_labels: np.ndarray,
     config: RunConfig,
     *,
     case: str = "",
-    progress: Callable[[int, int], None] | None = None,
-    should_cancel: Callable[[], bool] | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
 ) -> VolumeResult:
     """Segment every slice with lung from ground-truth prompts, and score it.
 
     :func:`~napari_samlung.core.volume.segment_from_labels` with the run's
-    window, strategy and batch size.
+    window, strategy and batch size, refined by the CT's air where
+    ``config.refines(image.modality)``.  With the ``"auto"`` strategy the
+    ground truth only scores: :func:`~napari_samlung.core.auto.segment_auto`
+    finds the lungs in the CT (``VolumeResult.written`` then says which
+    slices got a mask, see :func:`false_positive_slices`).
 
     Parameters
     ----------
     segmenter : Segmenter
         From ``config.make_segmenter()``.
-    image : ndarray
-        ``(row, col)`` or ``(slice, row, col)``, in HU for CT.
+    image : ImageData
+        ``data`` ``(row, col)`` or ``(slice, row, col)``, in HU for CT.
     lung_labels : ndarray
-        Ground truth {0, 1 left, 2 right} shaped like ``image``.
+        Ground truth {0, 1 left, 2 right} shaped like ``image.data``.
     config : RunConfig
-        Supplies the window, the strategy and the batch size.
+        Supplies the window, the strategy, the batch size and ``hu_refine``.
     case : str
         Case name written into each :class:`SliceScore`.
     progress, should_cancel : callable, optional
@@ -104,18 +117,86 @@ def segment_from_truth(
     -------
     VolumeResult
         Labels as a ``(slice, row, col)`` volume (one slice for a 2D image) and scores.
+
+    Raises
+    ------
+    PromptError
+        For the ``"auto"`` strategy on an X-ray.
     """
+    if config.is_auto:
+        return run_auto(
+            segmenter,
+            image,
+            config,
+            truth=lung_labels,
+            case=case,
+            progress=progress,
+            should_cancel=should_cancel,
+            fix="use a prompt strategy (e.g. --strategy per-lung)",
+        )
     return segment_from_labels(
         segmenter,
-        image,
+        image.data,
         lung_labels,
         window=config.window(),
         strategy=config.resolved_strategy(),
         batch_size=config.batch_size,
         case=case,
+        refine=config.refines(image.modality),
+        spacing_zyx_mm=_spacing_3d(image.spacing_zyx_mm),
         progress=progress,
         should_cancel=should_cancel,
     )
+
+
+def require_ct(image: ImageData, fix: str) -> None:
+    """Refuse an X-ray for the automatic path, in one line that ends with ``fix``.
+
+    Raises
+    ------
+    PromptError
+        When ``image.modality`` is not ``"ct"``.
+    """
+    if image.modality != "ct":
+        name = image.source_path.name if image.source_path is not None else "the image"
+        raise PromptError(
+            f"{name}: automatic lung finding needs a CT in HU (an X-ray has no Hounsfield "
+            f"units); {fix}"
+        )
+
+
+def run_auto(
+    segmenter: Segmenter,
+    image: ImageData,
+    config: RunConfig,
+    *,
+    truth: np.ndarray | None = None,
+    case: str = "",
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    fix: str = "use a prompt strategy",
+) -> VolumeResult:
+    """:func:`~napari_samlung.core.auto.segment_auto` with the run's window, rule and batch
+    size; ``truth`` (optional) only scores.  An X-ray is refused (:func:`require_ct`)."""
+    require_ct(image, fix)
+    return segment_auto(
+        segmenter,
+        image.data,
+        window=config.window(),
+        spacing_zyx_mm=image.spacing_zyx_mm,
+        combine=config.combine,  # type: ignore[arg-type]
+        truth=truth,
+        batch_size=config.batch_size,
+        case=case,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+
+
+def false_positive_slices(written: Sequence[int], lung_labels: np.ndarray) -> int:
+    """How many of the ``written`` slices have no lung in the ground truth."""
+    truth = as_volume(lung_labels)
+    return sum(1 for z in written if not truth[z].any())
 
 
 def check_output(output: Path, inputs: Sequence[Path | None], overwrite: bool) -> None:
@@ -140,6 +221,9 @@ def segment_image(
     propagate_from: Path | None = None,
     seed_from: Path | None = None,
     seed_slice: int | None = None,
+    auto: bool = False,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
 ) -> SegmentResult:
     """Read an image, segment it from exactly one source of prompts, score where possible.
 
@@ -148,7 +232,7 @@ def segment_image(
     image_path : Path
         A CT volume or an X-ray (any format :func:`~napari_samlung.io.read_image` reads).
     config : RunConfig
-        Model, window, strategy.
+        Model, window, strategy, ``hu_refine`` and the automatic ``combine`` rule.
     prompts_from : Path, optional
         A lung mask: prompts on every slice with lung, scored against it.
     propagate_from : Path, optional
@@ -158,6 +242,11 @@ def segment_image(
         seeds a propagation; the result is scored against the whole mask.
     seed_slice : int, optional
         Slice index for ``seed_from``.
+    auto : bool
+        No ground truth: the lungs found in the CT prompt the model (CT only).
+    progress, should_cancel : callable, optional
+        ``progress(done, total)`` per slice; ``should_cancel()`` stops after a
+        slice (the result keeps the slices done).
 
     Returns
     -------
@@ -166,9 +255,12 @@ def segment_image(
     Raises
     ------
     SamlungError
-        For an unreadable file, a mask that does not fit, or a prompt that cannot work.
+        For an unreadable file, a mask that does not fit, a prompt that cannot
+        work, or ``auto`` on an X-ray.
     """
     image = read_image(image_path)
+    if auto:  # before loading the model
+        require_ct(image, "prompt it with --prompts-from MASK or --propagate-from PROMPTS.json")
     segmenter = config.make_segmenter()
     if prompts_from is not None:
         truth = read_mask(prompts_from, like=image)
@@ -176,13 +268,32 @@ def segment_image(
             raise PromptError(
                 f"{prompts_from}: the mask has no lung on any slice; nothing to build prompts from"
             )
-        return segment_labelled(segmenter, image, truth, config, case=Path(image_path).name)
+        return segment_labelled(
+            segmenter,
+            image,
+            truth,
+            config,
+            case=Path(image_path).name,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
     if propagate_from is not None:
-        return _from_prompts_file(segmenter, image, propagate_from, config)
+        return _from_prompts_file(segmenter, image, propagate_from, config, progress, should_cancel)
     if seed_from is not None:
-        return _from_seed(segmenter, image, read_mask(seed_from, like=image), seed_slice, config)
-    # issue 11: the `auto` source (candidate lungs from the CT -> prompts) goes here
-    raise ValueError("give one of prompts_from, propagate_from or seed_from")
+        truth = read_mask(seed_from, like=image)
+        seeds = seeds_from_labels(truth, seed_slice)
+        result = propagate_seeds(segmenter, image, seeds, config, progress, should_cancel)
+        result.scores = score_volume(result.labels, truth)
+        return result
+    if auto:
+        vol = run_auto(segmenter, image, config, progress=progress, should_cancel=should_cancel)
+        return SegmentResult(
+            image,
+            image_shaped(vol.labels, image.data),
+            seconds=vol.seconds,
+            written=vol.written,
+        )
+    raise ValueError("give one of prompts_from, propagate_from, seed_from or auto")
 
 
 def segment_labelled(
@@ -192,23 +303,79 @@ def segment_labelled(
     config: RunConfig,
     *,
     case: str = "",
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
 ) -> SegmentResult:
     """Segment an image from prompts built on its ground truth, and score every slice.
 
-    ``lung_labels`` are {0, 1 left, 2 right}, shaped like ``image.data``.
+    ``lung_labels`` are {0, 1 left, 2 right}, shaped like ``image.data``
+    (:func:`segment_from_truth`).
     """
-    result = segment_from_truth(segmenter, image.data, lung_labels, config, case=case)
+    result = segment_from_truth(
+        segmenter,
+        image,
+        lung_labels,
+        config,
+        case=case,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
     return SegmentResult(
         image,
         image_shaped(result.labels, image.data),
         result.scores,
         result.skipped_empty,
         seconds=result.seconds,
+        written=result.written if config.is_auto else None,
     )
 
 
+def propagate_seeds(
+    segmenter: Segmenter,
+    image: ImageData,
+    seeds: Sequence[Seed],
+    config: RunConfig,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> SegmentResult:
+    """Propagate ``seeds`` through the image; on CT guarded by its candidate lungs.
+
+    With ``config.refines(image.modality)`` the candidates of
+    :func:`~napari_samlung.core.lungs_hu.find_lung_candidates` and the voxel
+    spacing go to :func:`~napari_samlung.core.propagation.propagate`: the
+    walk stays in the lung and stops where its air ends.
+    """
+    candidates = None
+    if config.refines(image.modality):
+        candidates = find_lung_candidates(image.data, image.spacing_zyx_mm).lung_labels
+    prop = propagate(
+        segmenter,
+        image.data,
+        seeds,
+        window=config.window(),
+        candidates=candidates,
+        spacing_zyx_mm=_spacing_3d(image.spacing_zyx_mm),
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    return SegmentResult(
+        image, image_shaped(prop.labels, image.data), propagation=prop, seconds=prop.seconds
+    )
+
+
+def _spacing_3d(spacing_zyx_mm: Sequence[float]) -> tuple[float, ...]:
+    """A 2D image's (row, col) spacing as a one-slice volume's (slice, row, col)."""
+    spacing = tuple(float(s) for s in spacing_zyx_mm)
+    return (1.0, *spacing) if len(spacing) == 2 else spacing
+
+
 def _from_prompts_file(
-    segmenter: Segmenter, image: ImageData, path: Path, config: RunConfig
+    segmenter: Segmenter,
+    image: ImageData,
+    path: Path,
+    config: RunConfig,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
 ) -> SegmentResult:
     from ..core.prompts import validate_prompt
     from ..io.tables import seeds_from_json
@@ -220,28 +387,7 @@ def _from_prompts_file(
                 validate_prompt(p, image.data.shape[-2:], segmenter.accepts_points)
         except PromptError as exc:
             raise PromptError(f"{path}: slice {seed.slice_index}: {exc}") from None
-    prop = propagate(segmenter, image.data, seeds, window=config.window())
-    return SegmentResult(
-        image, image_shaped(prop.labels, image.data), propagation=prop, seconds=prop.seconds
-    )
-
-
-def _from_seed(
-    segmenter: Segmenter,
-    image: ImageData,
-    truth: np.ndarray,
-    seed_slice: int | None,
-    config: RunConfig,
-) -> SegmentResult:
-    seeds = seeds_from_labels(truth, seed_slice)
-    prop = propagate(segmenter, image.data, seeds, window=config.window())
-    return SegmentResult(
-        image,
-        image_shaped(prop.labels, image.data),
-        scores=score_volume(prop.labels, truth),
-        propagation=prop,
-        seconds=prop.seconds,
-    )
+    return propagate_seeds(segmenter, image, seeds, config, progress, should_cancel)
 
 
 def score_volume(labels: np.ndarray, lung_labels: np.ndarray) -> list[SliceScore]:
