@@ -30,6 +30,7 @@ from napari_samlung._napari.quality import DOUBTFUL_BELOW
 from napari_samlung._napari.quality_strip import NEXT_DOUBTFUL_KEY, PREVIOUS_DOUBTFUL_KEY
 from napari_samlung._napari.widget import SamLungWidget
 from napari_samlung.core.metrics import dice
+from napari_samlung.errors import SamlungError
 from napari_samlung.io import read_image, read_mask
 
 pytestmark = pytest.mark.gui
@@ -139,6 +140,21 @@ def test_auto_run_is_for_ct_only(make_napari_viewer, qtbot):
         assert not widget.runs.segment_volume_automatically()
     assert "applies to CT only" in messages(shown, "warning")
     widget.shutdown()
+
+
+def test_auto_run_failure_is_one_notification(phantom_widget, qtbot, monkeypatch):
+    viewer, widget, _ = phantom_widget
+
+    def fail():
+        raise SamlungError("no air in this volume")
+
+    monkeypatch.setattr(widget.session, "lung_candidates", fail)
+    with capture_notifications() as shown:
+        widget.auto_button.clicked()
+        wait_idle(qtbot, widget)
+    assert "no air in this volume" in messages(shown, "error")
+    assert "stopped before it started" in widget.status.value
+    assert widget.auto_button.enabled and not widget.output.value.data.any()
 
 
 # --------------------------------------------------------------------------- real CT

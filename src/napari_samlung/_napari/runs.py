@@ -278,7 +278,9 @@ class Runs:
         if not self._current_generation(run):
             return
         planned = run.planned
-        if not planned and not run.kept:
+        if run.total is None:  # no candidates: cancelled or failed before (see the notification)
+            head = "automatic run stopped before it started segmenting"
+        elif not planned and not run.kept:
             head = "automatic: no air-filled lung found in this CT; prompt a slice instead"
         elif run.done == run.total:
             span = f" (slices {planned[0]}–{planned[-1]})" if planned else ""
