@@ -178,7 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
         "see --combine)",
     )
     sg.add_argument("--seed-slice", type=int, help="slice index for --seed-from (default: middle)")
-    sg.add_argument("-o", "--output", type=Path, required=True, help="output mask file")
+    sg.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output mask file: .nii.gz (default), .png (2D), or .dcm (DICOM SEG, DICOM input)",
+    )
+    sg.add_argument(
+        "--stats",
+        type=Path,
+        metavar="FILE.json",
+        help="write each lung's volume (mL), slice range and HU mean/std, and the total",
+    )
     sg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _add_model_options(sg)
     sg.set_defaults(func=cmd_segment)
@@ -264,11 +276,15 @@ def _strategy_text(cfg) -> str:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    from .pipeline.export import check_label_output, measure_result, stats_payload, write_stats
     from .pipeline.segment import check_output, segment_image, write_result
 
     cfg = _config(args)
     inputs = [args.image, args.prompts_from, args.propagate_from, args.seed_from]
     check_output(args.output, inputs, args.overwrite)  # before any work
+    check_label_output(args.output, args.image)
+    if args.stats is not None:
+        check_output(args.stats, inputs, args.overwrite)
     with _progress_bar(None, "segmenting", unit="slice") as bar:
 
         def progress(done: int, total: int) -> None:
@@ -296,8 +312,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
         )
     if result.scores:
         print(result.summary().format_table())
+    volumes = measure_result(result, args.prompts_from or args.seed_from)
+    print(volumes.summary_line())
     path = write_result(result, args.output, overwrite=args.overwrite)
     print(f"wrote {path}")
+    if args.stats is not None:
+        dice = result.summary().dice.mean if result.scores else None
+        payload = stats_payload(volumes, result.image, dice)
+        print(f"wrote {write_stats(args.stats, payload, overwrite=args.overwrite)}")
     return 0
 
 

@@ -35,8 +35,9 @@ from ..core.metrics import SliceScore, Summary, score_slice, summarize
 from ..core.propagation import PropagationResult, Seed, propagate, seeds_from_labels
 from ..core.volume import CancelFn, ProgressFn, VolumeResult, as_volume, segment_from_labels
 from ..errors import PromptError, SamlungError
-from ..io import ImageData, read_image, read_mask, write_labels
+from ..io import ImageData, read_image, read_mask
 from ..io.atomic import check_writable
+from .export import write_label_file
 
 
 @dataclass
@@ -416,12 +417,10 @@ def score_volume(labels: np.ndarray, lung_labels: np.ndarray) -> list[SliceScore
 def write_result(result: SegmentResult, output: Path, overwrite: bool = False) -> Path:
     """Write the labels next to nothing of the user's (atomic; on the image's grid).
 
-    Returns
-    -------
-    Path
-        The file written.
+    ``.dcm``: a DICOM SEG of the image's DICOM series; otherwise NIfTI or PNG.
     """
-    return write_labels(output, result.labels, like=result.image, overwrite=overwrite)
+    automatic = result.written is not None  # no person's prompts: an AUTOMATIC SEG segment
+    return write_label_file(output, result.labels, result.image, overwrite, automatic)
 
 
 def demo_inputs(

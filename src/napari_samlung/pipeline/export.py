@@ -1,0 +1,111 @@
+"""What a segmentation run writes besides scores: the labels (NIfTI, PNG or DICOM SEG) and
+the lung-volume statistics JSON.
+
+- :func:`check_label_output`: before any work, refuse a ``.dcm`` output for an
+  input that is not DICOM (a SEG must reference a source series);
+- :func:`write_label_file`: ``.dcm`` -> DICOM SEG
+  (:func:`~napari_samlung.io.dicom_seg.write_dicom_seg`), anything else ->
+  :func:`~napari_samlung.io.write_labels` (NIfTI stays the default);
+- :func:`measure`, :func:`measure_result` and :func:`write_stats`: per-lung and total volumes, slice
+  ranges and HU statistics (:func:`~napari_samlung.core.volumes.lung_volumes`),
+  with the relative volume error where a ground truth exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..core.volumes import LungVolumes, lung_volumes
+from ..core.windowing import is_prewindowed
+from ..errors import SamlungError
+from ..io import ImageData, read_mask, write_labels
+from ..io.atomic import atomic_write_text
+from ..io.dicom import is_dicom_file, is_dicom_folder
+from ..io.dicom_seg import write_dicom_seg
+
+#: Suffix of a DICOM SEG output.
+SEG_SUFFIX = ".dcm"
+
+
+def is_seg_path(path: str | Path) -> bool:
+    """True for an output named ``*.dcm``: a DICOM SEG."""
+    return Path(path).name.lower().endswith(SEG_SUFFIX)
+
+
+def is_dicom_input(path: str | Path | None) -> bool:
+    """True when ``path`` is a DICOM file or a folder of DICOM slices."""
+    if path is None:
+        return False
+    path = Path(path).expanduser()
+    return is_dicom_folder(path) if path.is_dir() else is_dicom_file(path)
+
+
+def check_label_output(output: str | Path, image_path: str | Path) -> None:
+    """Refuse, before any work, a DICOM SEG output for an input that is not DICOM.
+
+    Raises
+    ------
+    SamlungError
+        Naming the output, why, and the fix (write ``.nii.gz``).
+    """
+    if is_seg_path(output) and not is_dicom_input(image_path):
+        raise SamlungError(
+            f"{output}: a DICOM SEG (.dcm) output needs a DICOM input (a folder of slices), "
+            f"but {image_path} is not DICOM; write the labels as .nii.gz"
+        )
+
+
+def write_label_file(
+    output: str | Path,
+    labels: np.ndarray,
+    image: ImageData,
+    overwrite: bool = False,
+    automatic: bool = False,
+) -> Path:
+    """Write lung labels on the image's grid: DICOM SEG for ``.dcm``, else NIfTI/PNG."""
+    if is_seg_path(output):
+        return write_dicom_seg(output, labels, image, overwrite=overwrite, automatic=automatic)
+    return write_labels(output, labels, like=image, overwrite=overwrite)
+
+
+def measure(labels: np.ndarray, image: ImageData, truth: np.ndarray | None = None) -> LungVolumes:
+    """Volumes (areas in 2D), slice ranges and, on CT in HU, HU mean/std of each lung."""
+    data = np.asarray(image.data)
+    hu = data if image.modality == "ct" and not is_prewindowed(data) else None
+    labels = np.asarray(labels).reshape(data.shape)
+    if truth is not None:
+        truth = np.asarray(truth).reshape(data.shape)
+    return lung_volumes(labels, image.spacing_zyx_mm, image=hu, truth=truth)
+
+
+def measure_result(result, truth_path: str | Path | None = None) -> LungVolumes:
+    """:func:`measure` of a :class:`~napari_samlung.pipeline.segment.SegmentResult`.
+
+    ``truth_path`` (the ``--prompts-from`` or ``--seed-from`` mask) adds the true
+    volumes and the relative volume error.
+    """
+    truth = read_mask(truth_path, like=result.image) if truth_path is not None else None
+    return measure(result.labels, result.image, truth)
+
+
+def stats_payload(volumes: LungVolumes, image: ImageData, dice: float | None = None) -> dict:
+    """The ``--stats`` JSON: the image, its spacing, the per-lung measures and Dice."""
+    payload = {
+        "image": None if image.source_path is None else str(image.source_path),
+        "shape": list(np.shape(image.data)),
+        "series_uid": image.meta.get("series_uid"),
+        **volumes.to_dict(),
+    }
+    if dice is not None:
+        payload["dice_mean"] = dice
+    return payload
+
+
+def write_stats(path: str | Path, payload: dict, overwrite: bool = False) -> Path:
+    """Write the stats JSON atomically; returns the path."""
+    return atomic_write_text(
+        Path(path).expanduser(), json.dumps(payload, indent=2) + "\n", overwrite
+    )
