@@ -16,24 +16,112 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from napari_samlung import cli
 from napari_samlung.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- TROUBLESHOOTING:BEGIN -->", "<!-- TROUBLESHOOTING:END -->"
 
 
-def run(argv: list[str]) -> str:
+def run(argv: list[str], pick: str = "", without: str = "") -> str:
+    """The last ``napari-samlung:`` line (the first with ``pick`` in it, if given).
+
+    ``without`` names a module to hide, as if it were not installed.
+    """
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = cli_main(argv)
+    with (
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
+        warnings.showwarning = cli._show_warning  # as the installed command shows them
+        hidden = {without: sys.modules.get(without)} if without else {}
+        sys.modules.update(dict.fromkeys(hidden))
+        try:
+            code = cli_main(argv)
+        finally:
+            for name, module in hidden.items():
+                if module is None:
+                    sys.modules.pop(name, None)
+                else:
+                    sys.modules[name] = module
     lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("napari-samlung:")]
+    if pick:  # a warning: the run goes on (whatever stops it later is not the point)
+        return next((ln for ln in lines if pick in ln), "(no message)")
     return f"{lines[-1] if lines else '(no message)'}  (exit {code})"
+
+
+def dicom_scenarios(tmp: Path) -> list[tuple]:
+    """Bad DICOM series (needs pydicom, as the tests do; none without it)."""
+    try:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from dicom_series import pydicom, write_series
+    except Exception:  # pydicom missing: pytest.importorskip raises Skipped
+        print("pydicom is not installed: the DICOM entries are left out", file=sys.stderr)
+        return []
+    from pydicom.uid import JPEGLosslessSV1
+
+    volume = np.full((32, 32, 8), -1000.0, np.float32)
+    for name in ("mixed", "gap", "jpeg", "ok"):
+        write_series(volume, np.eye(4), tmp / name, skip=(4,) if name == "gap" else ())
+    odd = sorted((tmp / "mixed").iterdir())[3]
+    ds = pydicom.dcmread(odd)
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    ds.save_as(odd)
+    for path in (tmp / "jpeg").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+        ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xd9"])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(path, enforce_file_format=True)
+
+    def segment(image: str, out: str = "d.nii.gz", mask: str = "ct.nii.gz") -> list[str]:
+        return [
+            "segment",
+            str(tmp / image),
+            "--prompts-from",
+            str(tmp / mask),
+            "-o",
+            str(tmp / out),
+        ]
+
+    return [
+        (
+            "pydicom is not installed (a DICOM folder)",
+            "install the dicom extra",
+            segment("ok"),
+            "",
+            "pydicom",
+        ),
+        (
+            "A DICOM series mixes orientations or sizes",
+            "export each orientation as its own series",
+            segment("mixed"),
+        ),
+        (
+            "A DICOM series is compressed and no decoder is installed",
+            "install the package named",
+            segment("jpeg"),
+        ),
+        (
+            "A DICOM series has missing slices (a warning: the run goes on)",
+            "check the export; distances and volumes across the gap are wrong",
+            segment("gap"),
+            "missing slices",
+        ),
+        (
+            "A DICOM SEG output (.dcm) for an input that is not DICOM",
+            "write .nii.gz",
+            segment("ct.nii.gz", out="lungs.dcm"),
+        ),
+    ]
 
 
 def scenarios(tmp: Path) -> list[tuple[str, str, list[str]]]:
@@ -135,7 +223,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ["SAMLUNG_CACHE_DIR"] = str(tmp / "cache")  # no cached weights: download
-        rows = [(what, fix, run(argv).replace(tmp_name, "…")) for what, fix, argv in scenarios(tmp)]
+        rows = [
+            (what, fix, run(*rest).replace(tmp_name, "…"))
+            for what, fix, *rest in scenarios(tmp) + dicom_scenarios(tmp)
+        ]
     body = [
         BEGIN,
         "",
