@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ShapeMismatchError
 from .engine import Segmenter
-from .lungs_hu import air_threshold, find_lung_candidates, partly_aerated_level
+from .lungs_hu import air_threshold, find_lung_candidates, partly_aerated_level, spacing_3d
 from .metrics import score_slice
 from .prompts import lung_prompts
 from .refine import refine_with_candidates
@@ -80,7 +80,7 @@ def iter_segment_auto(
     if combine not in COMBINE_RULES:
         raise ValueError(f"combine must be one of {', '.join(COMBINE_RULES)}, got {combine!r}")
     volume = as_volume(image)
-    spacing = _spacing_3d(spacing_zyx_mm, np.ndim(image))
+    spacing = spacing_3d(spacing_zyx_mm, np.ndim(image))
     threshold, air = air_threshold(volume, is_prewindowed(volume))
     level = partly_aerated_level(threshold, air)
     if candidates is None:
@@ -131,13 +131,6 @@ def _segment_one(
     return segmenter.segment_slice(rgb, prompts, validate=False)
 
 
-def _spacing_3d(spacing_zyx_mm: tuple[float, ...] | None, ndim: int) -> np.ndarray:
-    if spacing_zyx_mm is None:
-        return np.ones(3)
-    spacing = np.asarray(spacing_zyx_mm, float).reshape(-1)
-    return np.concatenate([[1.0], spacing]) if ndim == 2 and spacing.size == 2 else spacing
-
-
 def segment_auto(
     segmenter: Segmenter | None,
     image: np.ndarray,
@@ -161,7 +154,7 @@ def segment_auto(
     outside the true lung can be counted.
     """
     volume = as_volume(image)
-    spacing = _spacing_3d(spacing_zyx_mm, np.ndim(image))
+    spacing = spacing_3d(spacing_zyx_mm, np.ndim(image))
     candidates = find_lung_candidates(volume, spacing).lung_labels
     total = int(candidates.reshape(len(candidates), -1).any(axis=1).sum())
     results = iter_segment_auto(

@@ -192,7 +192,7 @@ def find_lung_candidates(
     if windowed is None:
         windowed = is_prewindowed(data)
     vol = np.asarray(data[None] if flat else data, np.float32)
-    spacing = _spacing_3d(spacing_zyx_mm, data.ndim)
+    spacing = spacing_3d(spacing_zyx_mm, data.ndim)
     if windowed:
         threshold, air = air_threshold(vol, True)
     else:
@@ -220,13 +220,23 @@ def find_lung_candidates(
 # --------------------------------------------------------------------------- steps
 
 
-def _spacing_3d(spacing_zyx_mm: tuple[float, ...] | None, ndim: int) -> np.ndarray:
+def spacing_3d(spacing_zyx_mm: tuple[float, ...] | None, ndim: int) -> np.ndarray:
+    """Voxel spacing (slice, row, col) in mm for data of ``ndim`` dimensions.
+
+    ``None`` means 1 mm; a (row, col) spacing of a single slice, also when the
+    slice is held as a one-slice volume, gets a 1 mm slice axis.  Raises
+    ValueError for anything else than positive finite numbers.
+    """
     if spacing_zyx_mm is None:
         return np.ones(3)
     spacing = np.asarray(spacing_zyx_mm, float).reshape(-1)
-    if spacing.size != ndim or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+    if (
+        spacing.size not in (2, 3)
+        or spacing.size > max(ndim, 2)
+        or not (np.all(np.isfinite(spacing)) and np.all(spacing > 0))
+    ):
         raise ValueError(f"spacing_zyx_mm must hold {ndim} positive numbers, got {spacing_zyx_mm}")
-    return np.concatenate([[1.0], spacing]) if ndim == 2 else spacing
+    return np.concatenate([[1.0], spacing]) if spacing.size == 2 else spacing
 
 
 def _border_connected(mask: np.ndarray) -> np.ndarray:

@@ -86,14 +86,38 @@ def guide_air(previous_2d: np.ndarray, candidates_2d: np.ndarray, reach_px: int 
     """The candidate air of a slice that continues the previous slice's lungs.
 
     Each connected piece of candidate air joins the lung of ``previous_2d``
-    (dilated by ``reach_px`` pixels) that it overlaps most; pieces that touch
-    no previous lung are dropped.  uint8 (row, col) labels.
+    (dilated by ``reach_px`` pixels) that it overlaps most.  A piece that
+    touches no previous lung joins the lung whose candidate label it shares
+    (candidate labels are consistent in 3D), or, when no previous lung has that
+    candidate label, is adopted as the lung the previous slice does not have: a
+    seed may hold one lung only (a correction of one lung, or a slice below the
+    other lung's base), and the walk must not drop the other lung from the
+    stretch it rewrites.  uint8 (row, col) labels, named like ``previous_2d``.
     """
     grown = np.zeros_like(previous_2d)
     for value in (int(v) for v in np.unique(previous_2d) if v > 0):
-        reach = ndi.binary_dilation(previous_2d == value, iterations=reach_px)
+        mask = previous_2d == value
+        reach = ndi.binary_dilation(mask, iterations=reach_px) if reach_px else mask
         grown[reach & (grown == 0)] = value
-    return assign_air_to_lungs(candidates_2d > 0, candidates_2d, grown, keep_unmatched=False)
+    guide = assign_air_to_lungs(candidates_2d > 0, candidates_2d, grown, keep_unmatched=False)
+    loose = (candidates_2d > 0) & (guide == 0)
+    if not loose.any():
+        return guide
+    name_of = {}  # candidate label -> lung name, from the pieces already named
+    for candidate in (1, 2):
+        names = guide[(candidates_2d == candidate) & (guide > 0)]
+        if names.size:
+            name_of[candidate] = int(np.bincount(names).argmax())
+    free = [v for v in (1, 2) if v not in set(name_of.values()) and v not in grown]
+    for candidate in (1, 2):
+        piece = loose & (candidates_2d == candidate)
+        if not piece.any():
+            continue
+        if candidate not in name_of and free:
+            name_of[candidate] = free.pop(0)
+        if candidate in name_of:
+            guide[piece] = name_of[candidate]
+    return guide
 
 
 def _accept(

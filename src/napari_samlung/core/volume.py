@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import ShapeMismatchError
 from .engine import Segmenter
+from .lungs_hu import find_lung_candidates, spacing_3d
 from .metrics import SliceScore, Summary, score_slice, summarize
 from .prompts import Strategy, boxes_mask, get_strategy, prompts_from_labels
 from .refine import refine_with_candidates
@@ -87,11 +88,10 @@ def iter_segment_from_labels(
     todo = [int(z) for z in indices if truth[int(z)].any()]
     air = None
     if refine:
-        from .lungs_hu import find_lung_candidates
-
-        found = find_lung_candidates(image, spacing_zyx_mm)
+        spacing = spacing_3d(spacing_zyx_mm, np.ndim(image))
+        found = find_lung_candidates(volume, spacing)
         air, air_level = as_volume(found.lung_labels), found.partly_aerated
-        spacing_rc = tuple(spacing_zyx_mm[-2:]) if spacing_zyx_mm is not None else (1.0, 1.0)
+        spacing_rc = tuple(spacing[1:])
     for start in range(0, len(todo), max(1, batch_size)):
         chunk = todo[start : start + max(1, batch_size)]
         t0 = time.perf_counter()
