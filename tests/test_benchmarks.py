@@ -107,3 +107,32 @@ def test_gpu_says_so_and_exits_0_without_a_gpu(bench, capsys):
         pytest.skip("a GPU is here: the script would measure it")
     assert bench("gpu").main(["--data", str(BENCHMARKS)]) == 0
     assert "no CUDA GPU" in capsys.readouterr().out
+
+
+@requires_data("ct_volumes_128")
+def test_annotator_writes_the_promised_json_and_plot(bench, tmp_path):
+    out, png = tmp_path / "annotator.json", tmp_path / "annotator.png"
+    args = ["--volumes", "1", "--max-interactions", "2", "--plot", str(png)]
+    bench("annotator").main([*args, "--json", str(out), *COMMON])
+    data = _written(out)
+    assert set(data) >= {"volumes", "mean_interactions_to_within_0_01"}
+    (vol,) = data["volumes"]
+    for key in (
+        "name",
+        "every_slice_dice",
+        "dice_by_interactions",
+        "false_positive_slices_by_interactions",
+        "interactions_to_within_0_01",
+        "seconds_per_interaction",
+    ):
+        assert key in vol
+    assert (
+        len(vol["dice_by_interactions"]) == len(vol["false_positive_slices_by_interactions"]) == 3
+    )
+    # the automatic start already holds the floors the issue sets
+    assert vol["dice_by_interactions"][0] >= 0.95
+    assert vol["false_positive_slices_by_interactions"][0] <= 1
+    reached = vol["interactions_to_within_0_01"]
+    expected = 11 if reached is None else reached
+    assert data["mean_interactions_to_within_0_01"] == expected
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
