@@ -357,13 +357,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         args.headless = True
+    if not args.headless:
+        from ._napari.launch import qt_problem
+
+        problem = qt_problem()
+        if problem is not None:
+            print(f"napari-samlung: {problem}; running the demo headless", file=sys.stderr)
+            args.headless = True
     from .pipeline.segment import demo_inputs, segment_labelled, write_result
 
     image, labels = demo_inputs(args.image, args.labels)
     cfg = _config(args)
+    name = image.source_path.name if image.source_path else "phantom"
+    heading = (
+        f"segmenting {name} {tuple(image.data.shape)} with {cfg.model_id}, strategy "
+        f"{cfg.resolved_strategy()}, window {cfg.window().describe()}"
+    )
     if not args.headless:
         from ._napari.launch import open_viewer
 
+        if labels is not None:
+            print(heading, flush=True)
         open_viewer(image, labels, cfg)
         return 0
     if labels is None:
@@ -371,11 +385,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "--headless needs --labels to build prompts (or drop --image to use the phantom)"
         )
     segmenter = cfg.make_segmenter()
-    name = image.source_path.name if image.source_path else "phantom"
-    print(
-        f"segmenting {name} {tuple(image.data.shape)} with {cfg.model_id}, strategy "
-        f"{cfg.resolved_strategy()}, window {cfg.window().describe()}"
-    )
+    print(heading)
     result = segment_labelled(segmenter, image, labels, cfg, case=name)
     print(result.summary().format_table())
     out_dir = Path(tempfile.mkdtemp(prefix="napari-samlung-demo-"))

@@ -362,25 +362,6 @@ def test_errors_are_notifications(make_napari_viewer, qtbot):
     widget.shutdown()
 
 
-def test_open_viewer_docks_the_widget(make_napari_viewer, monkeypatch):
-    """The main job's window (``napari-samlung demo``): image, ground truth, widget."""
-    import napari
-    from napari_samlung._napari import launch
-
-    viewer = make_napari_viewer()
-    ran = []
-    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)
-    monkeypatch.setattr(napari, "run", lambda: ran.append(True))
-    image, labels = make_phantom(PHANTOM_SHAPE)
-    launch.open_viewer(image, labels, RunConfig(model_id="lite_medsam"))
-    assert ran == [True]
-    assert launch.WIDGET_NAME in viewer.window.dock_widgets
-    widget = viewer.window.dock_widgets[launch.WIDGET_NAME]
-    widget = getattr(widget, "_magic_widget", widget)
-    assert [layer.name for layer in viewer.layers][:2] == ["phantom", "phantom ground truth"]
-    widget.shutdown()
-
-
 def test_deleted_prompt_layers_come_back(phantom_widget, qtbot):
     viewer, widget, _ = phantom_widget
     wf = widget.image_layers

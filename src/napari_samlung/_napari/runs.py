@@ -90,6 +90,8 @@ class Runs:
         self.guard_with_candidates = True
         self._run: _Run | None = None
         self._last_done = 0
+        #: Called after each volume run from the ground truth ends (the summary is set).
+        self.volume_listeners: list[Callable[[], None]] = []
         layers.output_listeners.append(self._stop)  # its results belong to the old output
 
     @property
@@ -231,6 +233,8 @@ class Runs:
         self.feedback.summary = head + "\n" + self.session.summary().format_table()
         self.feedback.status(head)
         self.feedback.scores()
+        for listener in list(self.volume_listeners):
+            listener()
 
     # ------------------------------------------------------------------ automatic
 
