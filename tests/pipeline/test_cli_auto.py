@@ -20,7 +20,7 @@ from pipeline_data import SHAPE, lung_slices, write_phantom_ct
 from napari_samlung.cli import EXIT_INTERRUPTED
 from napari_samlung.core.config import RunConfig
 from napari_samlung.core.metrics import dice
-from napari_samlung.io import read_image, read_mask
+from napari_samlung.io import read_image, read_mask, write_labels
 from napari_samlung.pipeline.segment import segment_image
 
 
@@ -68,6 +68,22 @@ def test_evaluate_auto_reports_false_positive_slices(phantom, tmp_path, capsys):
     assert payload["false_positive_slices"] == 0
     assert payload["slices"] == len(lung_slices(labels))
     assert payload["skipped_empty"] == SHAPE[0] - len(lung_slices(labels))
+
+
+def test_a_slice_with_lung_the_automatic_path_misses_scores_zero(phantom, tmp_path, capsys):
+    """Slice 0 of the phantom has no air; a mask that puts lung there counts it as missed."""
+    image_path, _, labels = phantom
+    more = labels.copy()
+    more[0] = labels[lung_slices(labels)[0]]
+    mask = tmp_path / "more_mask.nii.gz"
+    write_labels(mask, more, like=read_image(image_path))
+    target = tmp_path / "summary.json"
+    args = ["evaluate", image_path, mask, "--strategy", "auto", "--json", target, *TINY]
+    assert run_cli(capsys, args)[0] == 0
+    payload = json.loads(target.read_text())
+    assert payload["slices"] == len(lung_slices(labels)) + 1
+    assert payload["empty_predictions"] == 1 and payload["dice"]["min"] == 0.0
+    assert payload["false_positive_slices"] == 0
 
 
 def test_a_prompted_evaluate_has_no_false_positive_key(phantom, tmp_path, capsys):

@@ -144,7 +144,7 @@ def segment_from_truth(
         batch_size=config.batch_size,
         case=case,
         refine=config.refines(image.modality),
-        spacing_zyx_mm=_spacing_3d(image.spacing_zyx_mm),
+        spacing_zyx_mm=image.spacing_zyx_mm,
         progress=progress,
         should_cancel=should_cancel,
     )
@@ -178,9 +178,13 @@ def run_auto(
     fix: str = "use a prompt strategy",
 ) -> VolumeResult:
     """:func:`~napari_samlung.core.auto.segment_auto` with the run's window, rule and batch
-    size; ``truth`` (optional) only scores.  An X-ray is refused (:func:`require_ct`)."""
+    size; ``truth`` (optional) only scores.  An X-ray is refused (:func:`require_ct`).
+
+    A slice with true lung where no lung was found is scored too (Dice 0, an
+    empty prediction), unless the run was cancelled.
+    """
     require_ct(image, fix)
-    return segment_auto(
+    result = segment_auto(
         segmenter,
         image.data,
         window=config.window(),
@@ -192,6 +196,22 @@ def run_auto(
         progress=progress,
         should_cancel=should_cancel,
     )
+    if truth is not None and not result.cancelled:
+        result.scores = _with_missed_slices(result, truth, case)
+    return result
+
+
+def _with_missed_slices(
+    result: VolumeResult, lung_labels: np.ndarray, case: str
+) -> list[SliceScore]:
+    """The run's scores plus those of the slices with true lung it wrote nothing on."""
+    truth, written = as_volume(lung_labels), set(result.written)
+    missed = [
+        score_slice(result.labels[z], truth[z], case=case, slice_index=z)
+        for z in range(truth.shape[0])
+        if z not in written and truth[z].any()
+    ]
+    return sorted(result.scores + missed, key=lambda s: s.slice_index)
 
 
 def false_positive_slices(written: Sequence[int], lung_labels: np.ndarray) -> int:
@@ -355,19 +375,13 @@ def propagate_seeds(
         seeds,
         window=config.window(),
         candidates=candidates,
-        spacing_zyx_mm=_spacing_3d(image.spacing_zyx_mm),
+        spacing_zyx_mm=image.spacing_zyx_mm,
         progress=progress,
         should_cancel=should_cancel,
     )
     return SegmentResult(
         image, image_shaped(prop.labels, image.data), propagation=prop, seconds=prop.seconds
     )
-
-
-def _spacing_3d(spacing_zyx_mm: Sequence[float]) -> tuple[float, ...]:
-    """A 2D image's (row, col) spacing as a one-slice volume's (slice, row, col)."""
-    spacing = tuple(float(s) for s in spacing_zyx_mm)
-    return (1.0, *spacing) if len(spacing) == 2 else spacing
 
 
 def _from_prompts_file(
