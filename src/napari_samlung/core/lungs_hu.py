@@ -188,10 +188,10 @@ def find_lung_candidates(
     data = np.asarray(volume)
     if data.ndim not in (2, 3) or min(data.shape) == 0:
         raise ShapeMismatchError(f"expected a 2D slice or 3D volume, got shape {data.shape}")
-    flat = data.ndim == 2
+    flat = data.ndim == 2 or data.shape[0] == 1  # one slice: the 2D rules (areas, no ends)
     if windowed is None:
         windowed = is_prewindowed(data)
-    vol = np.asarray(data[None] if flat else data, np.float32)
+    vol = np.asarray(data if data.ndim == 3 else data[None], np.float32)
     spacing = spacing_3d(spacing_zyx_mm, data.ndim)
     if windowed:
         threshold, air = air_threshold(vol, True)
@@ -212,7 +212,7 @@ def find_lung_candidates(
     labels = _split_left_right(lungs, body, spacing)
     labels = _fill_holes_per_slice(labels, MAX_HOLE_MM2 / (spacing[1] * spacing[2]))
     level = partly_aerated_level(threshold, air)
-    if flat:
+    if data.ndim == 2:
         return LungCandidates(labels[0], body[0], threshold, level)
     return LungCandidates(labels, body, threshold, level)
 
