@@ -27,6 +27,7 @@ import numpy as np
 from ..core.windowing import Window, is_prewindowed, rgb_to_grey
 from ..errors import SamlungError, ShapeMismatchError
 from ..io import ImageData
+from .labels_history import LabelsWatch
 from .output import OutputWriter, ProvenanceBook
 from .prompt_layers import make_points_layer, make_shapes_layer
 
@@ -264,7 +265,8 @@ class ImageLayers:
     on_output_made
         Called with the output Labels layer when :meth:`output` had to make one.
     on_scores
-        Called when painting in the output changed the scores.
+        Called when a change of the output's labels (painting, erasing, undo, redo,
+        the data setter) changed the scores.
     """
 
     def __init__(
@@ -283,6 +285,8 @@ class ImageLayers:
         self.shapes_layer = None
         self.truth_layer = None
         self.writer: OutputWriter | None = None
+        #: Notices every change of the output's labels (undo and redo emit no paint event).
+        self.watch: LabelsWatch | None = None
         #: Changes whenever the image or the output changes: results of older work are stale.
         self.generation = 0
         #: Called (no arguments) after the output changed.
@@ -331,10 +335,15 @@ class ImageLayers:
         if self.writer is not None:
             self.writer.disconnect()
             self.writer = None
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
         if layer is not None:
             self.writer = OutputWriter(
                 layer, on_user_edit=self._on_user_edit, provenance=self._provenance.of(layer)
             )
+            self.watch = LabelsWatch(layer, self.rescore)
+            self.writer.after_write.append(self.watch.remember)
         self.generation += 1
         self.session.reset_scores()
         for listener in list(self.output_listeners):
@@ -349,7 +358,14 @@ class ImageLayers:
         return self.writer
 
     def _on_user_edit(self, slices: set[int]) -> None:
-        """The user painted: rescore those slices (ground truth, agreement with the CT's air)."""
+        """The user painted: rescore those slices now (the watch need not)."""
+        if self.watch is not None:
+            for z in slices:
+                self.watch.remember(z)
+        self.rescore(slices)
+
+    def rescore(self, slices: set[int]) -> None:
+        """Labels changed on ``slices``: score them again (ground truth, the CT's air)."""
         if self.writer is None:
             return
         requality = [z for z in sorted(slices) if z in self.session.quality.slices]

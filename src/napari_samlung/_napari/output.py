@@ -4,7 +4,8 @@ Every write goes through the Labels layer's own undo history, so Ctrl-Z in
 napari undoes it:
 
 - one slice: :meth:`OutputWriter.write_slice` records one undo step through
-  ``Labels._save_history`` (the history ``Labels.data_setitem`` writes to);
+  :func:`~napari_samlung._napari.labels_history.save_undo_step` (the history
+  ``Labels.data_setitem`` writes to; napari's private API lives there);
 - a volume run: :meth:`OutputWriter.begin_group` ... :meth:`end_group` collects
   every slice's change and commits them as a single undo step.
 
@@ -16,10 +17,13 @@ alone.  Writes of the plugin itself are not counted as user edits.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import xxhash
+
+from .labels_history import save_undo_group, save_undo_step
 
 
 @dataclass
@@ -73,6 +77,8 @@ class OutputWriter:
                 self.user_edited.add(z)
         self._writing = False
         self._group: list | None = None
+        #: Called with the slice index after each write that changed it.
+        self.after_write: list[Callable[[int], None]] = []
         layer.events.paint.connect(self._on_paint)
 
     def disconnect(self) -> None:
@@ -129,11 +135,13 @@ class OutputWriter:
             if self._group is not None:
                 self._group.append(atom)
             else:
-                self.layer._save_history(atom)  # one undo step (Ctrl-Z)
+                save_undo_step(self.layer, atom)  # one undo step (Ctrl-Z)
             self.layer.refresh()
         finally:
             self._writing = False
         self._fingerprints[int(slice_index)] = self._fingerprint(slice_index)
+        for listener in list(self.after_write):
+            listener(int(slice_index))
         return True
 
     def clear_slice(self, slice_index: int) -> bool:
@@ -152,10 +160,9 @@ class OutputWriter:
         atoms, self._group = self._group, None
         if not atoms:
             return
-        self.layer._redo_history.clear()
         self._writing = True
         try:
-            self.layer._append_to_undo_history(atoms)
+            save_undo_group(self.layer, atoms)
         finally:
             self._writing = False
 

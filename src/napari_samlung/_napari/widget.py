@@ -11,27 +11,18 @@ timers and workers (:meth:`SamLungWidget.shutdown`).  Tests pass ``segmenter_fac
 from pathlib import Path
 
 from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
     Container,
-    FileEdit,
-    FloatSpinBox,
-    Label,
-    PushButton,
-    TextEdit,
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from napari.viewer import Viewer
-from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QSizePolicy, QTextEdit
 
 from ..core.config import RunConfig
 from ..core.models import get_spec, public_models
-from ..core.prompts import STRATEGIES
-from ..core.windowing import WINDOW_PRESETS, Window
+from ..core.windowing import Window
 from ..errors import SamlungError
 from .compat import avoid_triton_llvm_clash
+from .controls import AUTO_TOOLTIP, DEVICES, build_controls
 from .export import export_scores
 from .interactive import Interactive
 from .layers import (
@@ -43,19 +34,13 @@ from .layers import (
     truth_problem,
     volume_from_image_layer,
 )
-from .quality_strip import KEYS_HELP, QualityView
+from .quality_strip import QualityView
 from .run_jobs import AUTO_XRAY_MESSAGE
 from .runs import Runs
 from .seg_export import SegExport
 from .session import LungSession, SegmenterFactory
-from .window_sync import CUSTOM, WindowSync
+from .window_sync import WindowSync
 from .workers import DownloadBar, Feedback, Workers, stop_with
-
-DEVICES = ["auto", "cpu", "cuda", "mps"]
-AUTO_TOOLTIP = (
-    "CT only, no ground truth needed: finds the lungs from the CT's air and prompts the "
-    "model on every slice with lung (slices without lung stay empty); one undo step"
-)
 
 
 class SamLungWidget(Container):
@@ -92,7 +77,8 @@ class SamLungWidget(Container):
         self.quality_view = QualityView(viewer, self.image_layers)
         self._updating = False
         self._closed = False
-        self._build()
+        self._table = ""  # the summary table last shown
+        build_controls(self)
         self.seg_export = SegExport(self)
         explicit = any(
             v is not None for v in (config.window_preset, config.window_level, config.window_width)
@@ -112,78 +98,6 @@ class SamLungWidget(Container):
         stop_with(self.native, self.shutdown)
 
     # ------------------------------------------------------------------ building
-
-    def _build(self) -> None:
-        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
-        self.ground_truth = ComboBox(
-            label="ground truth", choices=self._labels_layers, nullable=True
-        )
-        self.output = ComboBox(label="output", choices=self._labels_layers, nullable=True)
-        self.output.tooltip = "empty: a new Labels layer '<image> lungs' is created"
-        self.model = ComboBox(label="model", choices=public_models())
-        self.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.pth *.pt")
-        self.device = ComboBox(label="device", choices=DEVICES)
-        presets = [name for name, values in WINDOW_PRESETS.items() if values is not None]
-        self.window_preset = ComboBox(label="window", choices=[*presets, CUSTOM])
-        self.window_level = FloatSpinBox(label="level (HU)", min=-2000, max=3000, step=10)
-        self.window_width = FloatSpinBox(label="width (HU)", min=1, max=6000, step=10)
-        self.strategy = ComboBox(label="prompts from GT", choices=list(STRATEGIES))
-        self.negative = CheckBox(text="negative point (or Shift+click)")
-        self.overwrite_edited = CheckBox(text="overwrite slices I edited (volume, propagate)")
-        self.propagate_button = PushButton(text="Propagate from my prompts")
-        self.propagate_button.tooltip = (
-            "segment the volume from the slices with points or boxes (no ground truth "
-            "needed); prompt another slice and propagate again to correct"
-        )
-        self.segment_slice_button = PushButton(text="Segment slice from ground truth")
-        self.segment_volume_button = PushButton(text="Segment volume from ground truth")
-        self.auto_button = PushButton(text="Segment volume automatically")
-        self.auto_button.tooltip = AUTO_TOOLTIP
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.clear_button = PushButton(text="Clear slice")
-        self.export_button = PushButton(text="Export metrics")
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
-        # long texts scroll or wrap instead of widening the dock
-        self.status.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
-        self.readout = TextEdit(value="")
-        self.readout.read_only = True
-        self.readout.native.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
-        self.readout.native.setLineWrapMode(QTextEdit.NoWrap)
-        self.readout.native.setMinimumHeight(170)
-        self.extend(
-            [
-                Container(widgets=[self.image, self.ground_truth, self.output], labels=True),
-                Container(
-                    widgets=[self.model, self.checkpoint, self.device, self.strategy],
-                    labels=True,
-                ),
-                Container(
-                    widgets=[self.window_preset, self.window_level, self.window_width],
-                    labels=True,
-                ),
-                self.negative,
-                Container(
-                    widgets=[self.propagate_button, self.clear_button],
-                    layout="horizontal",
-                    labels=False,
-                ),
-                self.segment_slice_button,
-                Container(
-                    widgets=[self.segment_volume_button, self.cancel_button],
-                    layout="horizontal",
-                    labels=False,
-                ),
-                self.auto_button,
-                self.overwrite_edited,
-                self.export_button,
-                self.status,
-                self.readout,
-            ]
-        )
-        layout = self.native.layout()
-        layout.insertWidget(layout.indexOf(self.readout.native), self.quality_view.box)
-        self.tooltip = KEYS_HELP
 
     def _image_layers(self, widget=None) -> list:
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
@@ -407,6 +321,7 @@ class SamLungWidget(Container):
             self.workers.busy
             or self.interactive.debounce.pending
             or self.window_sync.debounce.pending
+            or (self.image_layers.watch is not None and self.image_layers.watch.debounce.pending)
         )
 
     @property
@@ -423,6 +338,11 @@ class SamLungWidget(Container):
         self.status.value = text
 
     def _update_readout(self) -> None:
+        # the last run's summary table follows later changes of the labels (undo, painting)
+        table = self.session.summary().format_table()
+        if self._table and self._table != table and self._table in self.feedback.summary:
+            self.feedback.summary = self.feedback.summary.replace(self._table, table)
+        self._table = table
         self.readout.value = self.readout_text()
         self.quality_view.refresh()
 

@@ -1,0 +1,102 @@
+"""The dock widget's controls: built and laid out on the widget (wiring stays in widget.py)."""
+
+from __future__ import annotations
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    TextEdit,
+)
+from qtpy.QtGui import QFontDatabase
+from qtpy.QtWidgets import QSizePolicy, QTextEdit
+
+from ..core.models import public_models
+from ..core.prompts import STRATEGIES
+from ..core.windowing import WINDOW_PRESETS
+from .quality_strip import KEYS_HELP
+from .window_sync import CUSTOM
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+AUTO_TOOLTIP = (
+    "CT only, no ground truth needed: finds the lungs from the CT's air and prompts the "
+    "model on every slice with lung (slices without lung stay empty); one undo step"
+)
+
+
+def build_controls(w) -> None:
+    """Make the controls of the widget ``w`` as its attributes and lay them out."""
+    w.image = ComboBox(label="image", choices=w._image_layers, nullable=True)
+    w.ground_truth = ComboBox(
+        label="ground truth", choices=w._labels_layers, nullable=True
+    )
+    w.output = ComboBox(label="output", choices=w._labels_layers, nullable=True)
+    w.output.tooltip = "empty: a new Labels layer '<image> lungs' is created"
+    w.model = ComboBox(label="model", choices=public_models())
+    w.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.pth *.pt")
+    w.device = ComboBox(label="device", choices=DEVICES)
+    presets = [name for name, values in WINDOW_PRESETS.items() if values is not None]
+    w.window_preset = ComboBox(label="window", choices=[*presets, CUSTOM])
+    w.window_level = FloatSpinBox(label="level (HU)", min=-2000, max=3000, step=10)
+    w.window_width = FloatSpinBox(label="width (HU)", min=1, max=6000, step=10)
+    w.strategy = ComboBox(label="prompts from GT", choices=list(STRATEGIES))
+    w.negative = CheckBox(text="negative point (or Shift+click)")
+    w.overwrite_edited = CheckBox(text="overwrite slices I edited (volume, propagate)")
+    w.propagate_button = PushButton(text="Propagate from my prompts")
+    w.propagate_button.tooltip = (
+        "segment the volume from the slices with points or boxes (no ground truth "
+        "needed); prompt another slice and propagate again to correct"
+    )
+    w.segment_slice_button = PushButton(text="Segment slice from ground truth")
+    w.segment_volume_button = PushButton(text="Segment volume from ground truth")
+    w.auto_button = PushButton(text="Segment volume automatically")
+    w.auto_button.tooltip = AUTO_TOOLTIP
+    w.cancel_button = PushButton(text="Cancel", enabled=False)
+    w.clear_button = PushButton(text="Clear slice")
+    w.export_button = PushButton(text="Export metrics")
+    w.status = Label(value="")
+    w.status.native.setWordWrap(True)
+    # long texts scroll or wrap instead of widening the dock
+    w.status.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+    w.readout = TextEdit(value="")
+    w.readout.read_only = True
+    w.readout.native.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+    w.readout.native.setLineWrapMode(QTextEdit.NoWrap)
+    w.readout.native.setMinimumHeight(170)
+    w.extend(
+        [
+            Container(widgets=[w.image, w.ground_truth, w.output], labels=True),
+            Container(
+                widgets=[w.model, w.checkpoint, w.device, w.strategy],
+                labels=True,
+            ),
+            Container(
+                widgets=[w.window_preset, w.window_level, w.window_width],
+                labels=True,
+            ),
+            w.negative,
+            Container(
+                widgets=[w.propagate_button, w.clear_button],
+                layout="horizontal",
+                labels=False,
+            ),
+            w.segment_slice_button,
+            Container(
+                widgets=[w.segment_volume_button, w.cancel_button],
+                layout="horizontal",
+                labels=False,
+            ),
+            w.auto_button,
+            w.overwrite_edited,
+            w.export_button,
+            w.status,
+            w.readout,
+        ]
+    )
+    layout = w.native.layout()
+    layout.insertWidget(layout.indexOf(w.readout.native), w.quality_view.box)
+    w.tooltip = KEYS_HELP
