@@ -19,6 +19,7 @@ from ..core.models import public_models
 from ..core.prompts import STRATEGIES
 from ..core.windowing import WINDOW_PRESETS
 from .quality_strip import KEYS_HELP
+from .run_jobs import OVERWRITE_EDITED_TEXT
 from .window_sync import CUSTOM
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -45,7 +46,7 @@ def build_controls(w) -> None:
     w.window_width = FloatSpinBox(label="width (HU)", min=1, max=6000, step=10)
     w.strategy = ComboBox(label="prompts from GT", choices=list(STRATEGIES))
     w.negative = CheckBox(text="negative point (or Shift+click)")
-    w.overwrite_edited = CheckBox(text="overwrite slices I edited (volume, propagate)")
+    w.overwrite_edited = CheckBox(text=f"{OVERWRITE_EDITED_TEXT} (volume, propagate)")
     w.propagate_button = PushButton(text="Propagate from my prompts")
     w.propagate_button.tooltip = (
         "segment the volume from the slices with points or boxes (no ground truth "

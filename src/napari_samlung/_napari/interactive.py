@@ -312,7 +312,8 @@ class Interactive:
             show_warning("choose an image and go to a 2D view of its slices first")
             return
         if not layers.ensure_truth():
-            show_warning("choose a ground-truth Labels layer first")
+            if layers.truth_layer is None:  # else ensure_truth said what is wrong with it
+                show_warning("choose a ground-truth Labels layer first")
             return
         if self._segmenting:
             show_info("a slice is being segmented; try again in a moment")

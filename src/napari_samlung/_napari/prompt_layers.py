@@ -337,3 +337,16 @@ def seeds_from_layers(points_layer, shapes_layer, session) -> list:
             "nothing to propagate: click points or draw a box on one or a few slices first"
         )
     return seeds
+
+
+def activate_prompt_tool(viewer, points_layer, shapes_layer, accepts_points: bool) -> None:
+    """Make the first click a useful prompt: the Points layer in add mode for a model
+    that takes points, else the boxes layer with the rectangle tool."""
+    if points_layer is None or shapes_layer is None:
+        return
+    if accepts_points:
+        viewer.layers.selection.active = points_layer
+        points_layer.mode = "add"
+    else:
+        viewer.layers.selection.active = shapes_layer
+        shapes_layer.mode = "add_rectangle"

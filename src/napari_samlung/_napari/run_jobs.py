@@ -21,6 +21,8 @@ from .session import LungSession
 from .workers import load_model, relay
 
 #: Why the automatic run is not offered for X-rays.
+#: The text of the checkbox that lets runs overwrite painted slices (messages quote it).
+OVERWRITE_EDITED_TEXT = "overwrite slices I edited"
 AUTO_XRAY_MESSAGE = (
     "automatic segmentation finds the lungs from the CT's air (Hounsfield units) and "
     "applies to CT only; on an X-ray draw a box around each lung"

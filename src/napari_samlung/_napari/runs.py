@@ -6,7 +6,7 @@ is done, and shows it at once:
 
 - the whole run is one undo step (Ctrl-Z), with a progress bar;
 - slices the user painted (or labels the plugin did not write) are kept
-  unless "overwrite edited slices" is ticked;
+  unless "overwrite slices I edited" is ticked;
 - Cancel stops after the slice being segmented; every slice shown is whole;
 - a change of image or output stops the run, and its late slices are dropped.
 
@@ -41,7 +41,14 @@ from ..errors import PromptError
 from .layers import ImageLayers
 from .output import OutputWriter
 from .prompt_layers import seeds_from_layers
-from .run_jobs import AUTO_XRAY_MESSAGE, Planned, auto_job, propagation_job, volume_job
+from .run_jobs import (
+    AUTO_XRAY_MESSAGE,
+    OVERWRITE_EDITED_TEXT,
+    Planned,
+    auto_job,
+    propagation_job,
+    volume_job,
+)
 from .session import LungSession
 from .workers import Feedback, Workers, notify_error
 
@@ -185,7 +192,8 @@ class Runs:
         if not self._can_start():
             return False
         if not layers.ensure_truth():
-            show_warning("choose a ground-truth Labels layer first")
+            if layers.truth_layer is None:  # else ensure_truth said what is wrong with it
+                show_warning("choose a ground-truth Labels layer first")
             return False
         lung = self.session.lung_slices()
         protected = set() if overwrite_edited else layers.writer.protected_slices()
@@ -382,8 +390,8 @@ class Runs:
 def _say_kept(kept: int) -> None:
     if kept:
         show_info(
-            f"{kept} slice(s) with your own edits are kept; tick 'overwrite edited "
-            "slices' to segment them too"
+            f"{kept} slice(s) with your own edits are kept; tick "
+            f"'{OVERWRITE_EDITED_TEXT}' to segment them too"
         )
 
 

@@ -34,6 +34,7 @@ from .layers import (
     truth_problem,
     volume_from_image_layer,
 )
+from .prompt_layers import activate_prompt_tool
 from .quality_strip import QualityView
 from .run_jobs import AUTO_XRAY_MESSAGE
 from .runs import Runs
@@ -166,6 +167,8 @@ class SamLungWidget(Container):
         self.reset_choices()
         if self.image.value is None and self._image_layers():
             self.image.value = self._default_image()
+        elif self.image.value is not None and self.ground_truth.value is None:
+            self._pick_truth()  # a ground truth opened after the image
 
     def _clear_image(self, status: str) -> None:
         self.window_sync.adopt(None)
@@ -198,8 +201,7 @@ class SamLungWidget(Container):
         self.image_layers.output()
         self._pick_truth()
         self.image_layers.set_truth_layer(self.ground_truth.value)
-        self.viewer.layers.selection.active = points
-        points.mode = "add"
+        self._activate_prompt_tool()
         self.interactive.request_embed()
         self._set_running(self.runs.running)
         self._update_readout()
@@ -268,6 +270,13 @@ class SamLungWidget(Container):
         self.session.strategy = self.strategy.value
         self.window_sync.use_default(Window.preset(spec.default_window))
         self._on_model_config()
+        self._activate_prompt_tool()
+
+    def _activate_prompt_tool(self) -> None:
+        """Boxes first for box-only models (LiteMedSAM), points for the others."""
+        wl = self.image_layers
+        accepts = get_spec(self.model.value).accepts_points
+        activate_prompt_tool(self.viewer, wl.points_layer, wl.shapes_layer, accepts)
 
     def _on_model_config(self, value=None) -> None:
         if self._updating:

@@ -98,13 +98,27 @@ class WindowSync:
                 if enabled
                 else "8-bit data is used as it is: no window"
             )
+        self._blank(not enabled)
         if enabled and not self.explicit and has_reader_window(layer):
             window = self._from_limits(*layer.contrast_limits)
             self.session.window = window
             self.show(window)
         else:
+            if enabled:
+                self.show(self.session.window)
             self.apply_contrast(layer)
         self._follow(layer)
+
+    def _blank(self, blank: bool) -> None:
+        """Show no level or width (a dash) while there is no window (8-bit X-rays)."""
+        self._updating = True
+        try:
+            for spin in (self.level, self.width):
+                spin.native.setSpecialValueText("–" if blank else "")
+                if blank:
+                    spin.value = spin.min
+        finally:
+            self._updating = False
 
     def _follow(self, layer) -> None:
         """Follow ``layer``'s contrast limits (and stop following the previous layer's)."""
