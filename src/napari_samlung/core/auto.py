@@ -27,7 +27,7 @@ from ..errors import ShapeMismatchError
 from .engine import Segmenter
 from .lungs_hu import air_threshold, find_lung_candidates, partly_aerated_level, spacing_3d
 from .metrics import score_slice
-from .prompts import lung_prompts
+from .prompts import boxes_mask, lung_prompts
 from .refine import refine_with_candidates
 from .volume import CancelFn, ProgressFn, SliceResult, VolumeResult, as_volume, collect
 from .windowing import Window, is_prewindowed, to_rgb
@@ -105,10 +105,15 @@ def iter_segment_auto(
         embed_share = (time.perf_counter() - t0) / len(chunk)
         for z, rgb in zip(chunk, rgbs, strict=True):
             t1 = time.perf_counter()
-            labels, iou = _segment_one(segmenter, rgb, cand[z], combine)
+            labels, iou, boxes = _segment_one(segmenter, rgb, cand[z], combine)
             if combine == "refined":
                 labels = refine_with_candidates(
-                    labels, cand[z], tuple(spacing[1:]), image=volume[z], partly_aerated=level
+                    labels,
+                    cand[z],
+                    tuple(spacing[1:]),
+                    image=volume[z],
+                    partly_aerated=level,
+                    region=boxes,
                 )
             seconds = embed_share + time.perf_counter() - t1
             metrics = None
@@ -124,11 +129,13 @@ def _segment_one(
     rgb: np.ndarray | None,
     candidate_2d: np.ndarray,
     combine: Combine,
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """The slice's labels, mean predicted IoU and the prompts' boxes (None without a model)."""
     if combine == "candidates" or segmenter is None:
-        return candidate_2d.astype(np.uint8), float("nan")
+        return candidate_2d.astype(np.uint8), float("nan"), None
     prompts = lung_prompts(candidate_2d, segmenter.accepts_points)
-    return segmenter.segment_slice(rgb, prompts, validate=False)
+    labels, iou = segmenter.segment_slice(rgb, prompts, validate=False)
+    return labels, iou, boxes_mask(prompts, labels.shape)
 
 
 def segment_auto(

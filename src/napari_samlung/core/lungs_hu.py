@@ -89,14 +89,15 @@ class LungCandidates:
         The air threshold used, in the input's units (HU, or grey levels for
         windowed 8-bit input).
     partly_aerated
-        The level below which tissue still holds air, in the same units
-        (:func:`partly_aerated_level`; for :func:`~.refine.refine_with_candidates`).
+        The (low, high) density range of tissue that holds air but is not pure
+        air (gas), in the same units (:func:`partly_aerated_level`; for
+        :func:`~.refine.refine_with_candidates`).
     """
 
     lung_labels: np.ndarray
     body: np.ndarray
     threshold: float
-    partly_aerated: float = PARTLY_AERATED_HU
+    partly_aerated: tuple[float, float] = (-950.0, PARTLY_AERATED_HU)
 
     def slices_with_lung(self) -> np.ndarray:
         """Indices of the slices (axis 0 of a volume) that hold candidate lung."""
@@ -119,13 +120,14 @@ def air_threshold(volume: np.ndarray, windowed: bool) -> tuple[float, float]:
     return float(threshold_otsu(values)), float(np.percentile(values, 1))
 
 
-def partly_aerated_level(threshold: float, air: float) -> float:
-    """Density below which tissue still holds air (-200 HU for the -400 HU threshold).
+def partly_aerated_level(threshold: float, air: float) -> tuple[float, float]:
+    """Density range of tissue that holds air but is not gas: (-950, -200) HU at -400 HU.
 
     Expressed on the way from pure air to the threshold, so it carries over to
-    windowed 8-bit data: -200 HU lies 4/3 of that way.
+    windowed 8-bit data: -950 HU lies 1/12 and -200 HU 4/3 of that way.
     """
-    return air + (PARTLY_AERATED_HU - AIR_HU) / (AIR_THRESHOLD_HU - AIR_HU) * (threshold - air)
+    high = (PARTLY_AERATED_HU - AIR_HU) / (AIR_THRESHOLD_HU - AIR_HU)
+    return air + GAS_FRACTION * (threshold - air), air + high * (threshold - air)
 
 
 def body_midline_col(body_2d: np.ndarray) -> float:

@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from ..errors import PromptError
 from .engine import Segmenter
 from .masks import combine_masks
-from .prompts import Prompt, lung_prompts, per_lung_prompts, validate_prompt
+from .prompts import Prompt, boxes_mask, lung_prompts, per_lung_prompts, validate_prompt
 from .refine import assign_air_to_lungs, refine_with_candidates
 from .volume import as_volume
 from .windowing import Window, to_rgb
@@ -88,11 +88,13 @@ def guide_air(previous_2d: np.ndarray, candidates_2d: np.ndarray, reach_px: int 
     Each connected piece of candidate air joins the lung of ``previous_2d``
     (dilated by ``reach_px`` pixels) that it overlaps most.  A piece that
     touches no previous lung joins the lung whose candidate label it shares
-    (candidate labels are consistent in 3D), or, when no previous lung has that
-    candidate label, is adopted as the lung the previous slice does not have: a
-    seed may hold one lung only (a correction of one lung, or a slice below the
-    other lung's base), and the walk must not drop the other lung from the
-    stretch it rewrites.  uint8 (row, col) labels, named like ``previous_2d``.
+    (candidate labels are consistent in 3D), or, when no air is named after
+    that candidate lung yet, becomes the lung of its own side (the side rule of
+    the candidates and of the lung labels is the same): a seed may hold one
+    lung only (a correction of one lung, or a slice below the other lung's
+    base), or a model mask that missed its lung's air, and the walk must not
+    drop that lung from the stretch it rewrites.  uint8 (row, col) labels,
+    named like ``previous_2d``.
     """
     grown = np.zeros_like(previous_2d)
     for value in (int(v) for v in np.unique(previous_2d) if v > 0):
@@ -108,15 +110,16 @@ def guide_air(previous_2d: np.ndarray, candidates_2d: np.ndarray, reach_px: int 
         names = guide[(candidates_2d == candidate) & (guide > 0)]
         if names.size:
             name_of[candidate] = int(np.bincount(names).argmax())
-    free = [v for v in (1, 2) if v not in set(name_of.values()) and v not in grown]
     for candidate in (1, 2):
         piece = loose & (candidates_2d == candidate)
         if not piece.any():
             continue
-        if candidate not in name_of and free:
-            name_of[candidate] = free.pop(0)
-        if candidate in name_of:
-            guide[piece] = name_of[candidate]
+        if candidate not in name_of:
+            unused = [v for v in (candidate, 3 - candidate) if v not in name_of.values()]
+            if not unused:
+                continue
+            name_of[candidate] = unused[0]  # the candidate's own side, when it is free
+        guide[piece] = name_of[candidate]
     return guide
 
 
@@ -221,7 +224,9 @@ def propagate(
         if air is not None:
             if guide is None:  # a seed: the air its own masks overlap
                 guide = guide_air(lab, air[z], reach_px=0)
-            lab = refine_with_candidates(lab, guide, spacing_rc)
+            lab = refine_with_candidates(
+                lab, guide, spacing_rc, region=boxes_mask(checked, lab.shape)
+            )
         return lab, per_label
 
     for seed in sorted(seeds, key=lambda s: s.slice_index):

@@ -10,11 +10,13 @@ atelectasis, dense nodules.  The rule, per slice and per lung, measured in
 - of what the model adds outside the candidate, thin rims (under
   ``rim_mm``) are dropped, and each remaining blob is kept only when it is
   lung by the CT's physics: most of its border touches aerated lung (it is
-  *enclosed* by the lung: consolidation), or its median density is below
-  ``partly_aerated_hu`` (ground glass, consolidation with air bronchograms).
-  Liver, heart, mediastinum and chest wall are denser and lie outside the air;
+  *enclosed* by the lung: consolidation), or its median density lies between
+  gas and -200 HU (ground glass, consolidation with air bronchograms).
+  Liver, heart, mediastinum and chest wall are denser; air outside the
+  patient, bowel gas and airway are pure air;
 - where the candidate holds almost no air of the model's lung (a fully
-  consolidated lung), the model is kept as is.
+  consolidated lung), the model is kept as is;
+- with ``region`` (the prompts' boxes), nothing outside it is kept.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .labels import LEFT_LUNG, RIGHT_LUNG
-from .lungs_hu import PARTLY_AERATED_HU
+from .lungs_hu import AIR_HU, GAS_FRACTION, PARTLY_AERATED_HU
+
+#: Tissue that holds air but is not gas, in HU.
+PARTLY_AERATED_RANGE_HU = (AIR_HU + GAS_FRACTION * 600.0, PARTLY_AERATED_HU)
 
 #: Blobs the model adds are kept when at least this fraction of their border is aerated lung.
 ENCLOSURE_FRACTION = 0.7
@@ -39,7 +44,8 @@ def refine_with_candidates(
     spacing_rc_mm: tuple[float, float] = (1.0, 1.0),
     *,
     image: np.ndarray | None = None,
-    partly_aerated: float = PARTLY_AERATED_HU,
+    partly_aerated: tuple[float, float] = PARTLY_AERATED_RANGE_HU,
+    region: np.ndarray | None = None,
     enclosure: float = ENCLOSURE_FRACTION,
     rim_mm: float = RIM_MM,
 ) -> np.ndarray:
@@ -55,8 +61,11 @@ def refine_with_candidates(
         The slice itself (HU, or windowed grey levels), for the density test;
         without it only the enclosure test applies.
     partly_aerated
-        The density test's level, in the image's units (HU by default; see
-        :func:`~.lungs_hu.partly_aerated_level` for windowed data).
+        The density test's (low, high) range, in the image's units (HU by
+        default; see :func:`~.lungs_hu.partly_aerated_level` for windowed data).
+    region
+        Optional boolean (row, col) mask, e.g. the prompts' boxes: the model's
+        masks are clipped to it (a mask that ran beyond its box is a leak).
     enclosure
         Fraction of a blob's border that must be aerated lung to keep it.
     rim_mm
@@ -69,6 +78,8 @@ def refine_with_candidates(
     """
     model_labels = np.asarray(model_labels)
     candidate_labels = np.asarray(candidate_labels)
+    if region is not None:
+        model_labels = np.where(region, model_labels, 0)
     if model_labels.shape != candidate_labels.shape:
         raise ValueError(
             f"model labels {model_labels.shape} and candidates {candidate_labels.shape} differ"
@@ -94,7 +105,10 @@ def refine_with_candidates(
             blob = blobs[grown] == index
             ring = ndi.binary_dilation(blob) & ~blob
             enclosed = ring.any() and aerated[grown][ring].mean() >= enclosure
-            if enclosed or (image is not None and np.median(image[grown][blob]) < partly_aerated):
+            dense_air = image is not None and (
+                partly_aerated[0] < np.median(image[grown][blob]) < partly_aerated[1]
+            )
+            if enclosed or dense_air:
                 # the opening shaved the blob's edge: take back what it shaved
                 blob = ndi.binary_dilation(blob, opening)
                 keep[grown] |= blob & added[grown]
@@ -139,7 +153,7 @@ def refine_volume(
     spacing_zyx_mm: tuple[float, float, float] = (1.0, 1.0, 1.0),
     *,
     image: np.ndarray | None = None,
-    partly_aerated: float = PARTLY_AERATED_HU,
+    partly_aerated: tuple[float, float] = PARTLY_AERATED_RANGE_HU,
 ) -> np.ndarray:
     """:func:`refine_with_candidates` on every slice of a ``(slice, row, col)`` volume."""
     out = np.zeros(np.shape(model_labels), np.uint8)

@@ -103,9 +103,14 @@ def iter_segment_from_labels(
             prompts = prompts_from_labels(truth[z], strat, segmenter.accepts_points)
             labels, iou = segmenter.segment_slice(rgb, prompts, strategy=strat, validate=False)
             if air is not None:
-                in_boxes = air[z] * boxes_mask(prompts, labels.shape)
+                boxes = boxes_mask(prompts, labels.shape)
                 labels = refine_with_candidates(
-                    labels, in_boxes, spacing_rc, image=volume[z], partly_aerated=air_level
+                    labels,
+                    air[z] * boxes,
+                    spacing_rc,
+                    image=volume[z],
+                    partly_aerated=air_level,
+                    region=boxes,
                 )
             seconds = embed_share + time.perf_counter() - t1
             metrics = score_slice(
