@@ -20,7 +20,8 @@ from ..errors import DatasetError, SamlungError
 from ..io import Case, ImageData
 from ..io.datasets import load_case
 from ..io.names import NIFTI_SUFFIXES, RASTER_SUFFIXES, image_suffix, strip_suffix
-from .segment import false_positive_slices, image_shaped, segment_from_truth
+from .auto import false_positive_slices
+from .segment import image_shaped, segment_from_truth
 
 
 @dataclass
