@@ -105,9 +105,9 @@ def test_auto_on_an_xray_is_one_line(xray, tmp_path, capsys):
 def test_ctrl_c_during_segment_auto_exits_130_and_writes_nothing(
     phantom, tmp_path, capsys, monkeypatch
 ):
-    import napari_samlung.pipeline.segment as segment_module
+    import napari_samlung.pipeline.auto as auto_module
 
-    real = segment_module.segment_auto
+    real = auto_module.segment_auto
 
     def interrupted_after_one_slice(*args, **kwargs):
         def progress(done, total):
@@ -115,7 +115,7 @@ def test_ctrl_c_during_segment_auto_exits_130_and_writes_nothing(
 
         return real(*args, **{**kwargs, "progress": progress})
 
-    monkeypatch.setattr(segment_module, "segment_auto", interrupted_after_one_slice)
+    monkeypatch.setattr(auto_module, "segment_auto", interrupted_after_one_slice)
     out = tmp_path / "auto.nii.gz"
     code, _, err = run_cli(capsys, ["segment", phantom[0], "--auto", "-o", out, *TINY])
     assert code == EXIT_INTERRUPTED
