@@ -128,13 +128,16 @@ def _accept(
     previous: np.ndarray,
     predicted_iou: dict[int, float],
     settings: PropagationSettings,
+    guided: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
     """Drop lungs that fail the stopping rules; say why.
 
     ``previous`` is what the area of each lung is compared with: the previous
-    slice's labels, or, when the walk is guarded, this slice's air that
+    slice's labels, or, when the walk is ``guided``, this slice's air that
     continues each lung (the area may change fast between slices at the
     lung's base and apex, but not away from the air it was prompted from).
+    In a guided walk a lung whose mask fails the IoU or area-jump rule keeps
+    its air instead (the model strayed; the lung did not end).
     """
     reasons = []
     kept = labels.copy()
@@ -152,7 +155,11 @@ def _accept(
             why = "implausible area jump"
         if why:
             kept[labels == value] = 0
-            reasons.append(why)
+            air = previous == value
+            if guided and why != "area below threshold" and air.sum() >= settings.min_area_px:
+                kept[air & (kept == 0)] = value
+            else:
+                reasons.append(why)
     for value in (int(v) for v in np.unique(previous) if v > 0):
         if value not in labels:
             reasons.append("lung vanished")
@@ -251,7 +258,8 @@ def propagate(
                 source = previous if guide is None else guide
                 prompts = lung_prompts(source, segmenter.accepts_points, settings.box_margin_frac)
                 lab, iou = segment(z, prompts, guide)
-                kept, reasons = _accept(lab, previous if guide is None else guide, iou, settings)
+                reference = previous if guide is None else guide
+                kept, reasons = _accept(lab, reference, iou, settings, guided=guide is not None)
                 if not kept.any():
                     result.stop_reasons.append(
                         f"slice {z}: {', '.join(sorted(set(reasons))) or 'nothing found'}"
