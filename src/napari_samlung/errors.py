@@ -34,3 +34,15 @@ class WeightsUnavailableError(ModelError):
 
 class DatasetError(SamlungError, ValueError):
     """A dataset folder has no usable image/mask pairs."""
+
+
+class UnsafeCheckpointError(ModelError):
+    """A checkpoint holds code or objects that are not weights; refused unread."""
+
+
+class OptionError(SamlungError, ValueError):
+    """An option value or an environment variable that makes no sense."""
+
+
+class SamlungWarning(UserWarning):
+    """A warning the user can act on: shown by the console script as one line."""

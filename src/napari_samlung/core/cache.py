@@ -12,19 +12,35 @@ Identity
     (the window's description, say) is stored in the header for inspection
     (:meth:`DiskCache.entries`); it is not part of the identity.
 
-Format (version 1), one file per embedding, named by a hash of the key::
+Format (version 2), one file per embedding, named by a hash of the key::
 
     b"SAMLEMB\\0"  8 bytes magic
     uint32 LE      header length H
     H bytes        JSON header: version, key, tag, shape, dtype,
                    input_size_rc, original_size_rc, payload_bytes,
-                   payload_xxh128 (checksum of the payload)
+                   payload_xxh128 (checksum of the payload),
+                   entry_xxh128 (checksum of all the other header fields,
+                   payload_xxh128 included: binds the header to the payload)
     payload        the features, C-contiguous, in ``dtype``
 
-Files are written to a temporary name in the same folder and renamed into
-place (``os.replace``), so a reader never sees a half-written file.  A file
-that is truncated, corrupt, of another version or for another key is
-deleted on read and reported as a miss, so the caller recomputes it.
+Validation
+    Every entry is checked before use: the magic, the version, the key, both
+    checksums, and what the key implies.  The key names the model, so for a
+    registered model the stored input size must be the model's resize of the
+    stored original size, and the feature shape must be the model's
+    (:attr:`~napari_samlung.core.models.ModelSpec.embedding_shape`); the dtype
+    must be one this module writes and the shape ``(1, C, h, w)``.  A header
+    altered while the file keeps its size (a permuted shape, another original
+    size) fails the entry checksum.  A file that fails any check (including
+    every file of an older format version) is deleted and reported as a miss,
+    so the caller recomputes it; the first such file of a cache gives one
+    :class:`~napari_samlung.errors.SamlungWarning`.
+
+Files are written to a short temporary name (well under the 255-character
+name limit) in the same folder and renamed into place (``os.replace``), so a
+reader never sees a half-written file.  Writing is an optimisation: an
+``OSError`` (read-only folder, full disk, name too long) skips the entry and
+gives one warning per cache, never a failed run.
 
 Size is bounded by ``limit_mb``: after each write the least recently used
 files (by modification time, which a hit refreshes) are deleted until the
@@ -35,21 +51,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import struct
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import OptionError, SamlungWarning
+
 MAGIC = b"SAMLEMB\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUFFIX = ".emb"
 _LEN = struct.Struct("<I")
 _MAX_HEADER = 1 << 16
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: the dtypes :meth:`DiskCache.put` writes (features are stored as bf16 when that is exact)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_TMP_PREFIX = ".tmp-"
+_MODEL_ID = re.compile(r"^([^@:]+)@")
 
 
 def default_cache_root() -> Path:
@@ -79,8 +103,11 @@ class DiskCache:
     """
 
     def __init__(self, root: str | Path | None = None, limit_mb: float = 2048.0) -> None:
-        if limit_mb < 0:
-            raise ValueError(f"limit_mb must be >= 0, got {limit_mb!r}")
+        if not isinstance(limit_mb, (int, float)) or not math.isfinite(limit_mb) or limit_mb < 0:
+            raise OptionError(
+                f"embedding cache limit_mb={limit_mb!r} is not a size: give a number of MB, "
+                "0 or more (--cache-limit-mb; 0 writes nothing)"
+            )
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
         self.limit_bytes = int(limit_mb * 2**20)
         self.hits = 0
@@ -89,6 +116,7 @@ class DiskCache:
         self.writes = 0
         self.evictions = 0
         self._lock = threading.Lock()
+        self._warned: set[str] = set()  # "damaged", "write": each said once per cache
 
     def __repr__(self) -> str:
         return f"DiskCache(root={str(self.root)!r}, limit_mb={self.limit_bytes / 2**20:g})"
@@ -119,7 +147,7 @@ class DiskCache:
         if not self.root.is_dir():
             return
         for entry in os.scandir(self.root):
-            if entry.name.endswith(SUFFIX) or entry.name.startswith(".tmp-"):
+            if entry.name.endswith(SUFFIX) or entry.name.startswith(_TMP_PREFIX):
                 _unlink(Path(entry.path))
 
     # ------------------------------------------------------------------ reading
@@ -145,6 +173,11 @@ class DiskCache:
             self.corrupt += 1
             self.misses += 1
             _unlink(path)
+            self._warn_once(
+                "damaged",
+                f"embedding cache {self.root}: discarded an entry that was damaged or of an "
+                "older format; it is recomputed (later ones are not reported)",
+            )
             return None
         header, payload = parsed
         with contextlib.suppress(OSError):
@@ -199,7 +232,7 @@ class DiskCache:
             feats = small
         raw = feats.view(torch.uint8).numpy() if feats.numel() else np.zeros(0, np.uint8)
         payload = memoryview(np.ascontiguousarray(raw)).cast("B")
-        header = {
+        header: dict = {
             "version": FORMAT_VERSION,
             "key": key,
             "tag": tag,
@@ -210,6 +243,7 @@ class DiskCache:
             "payload_bytes": payload.nbytes,
             "payload_xxh128": _xxh128(payload),
         }
+        header["entry_xxh128"] = _entry_checksum(header)
         head = json.dumps(header, separators=(",", ":")).encode()
         total = len(MAGIC) + _LEN.size + len(head) + payload.nbytes
         if self.limit_bytes == 0 or total > self.limit_bytes:
@@ -217,7 +251,8 @@ class DiskCache:
         path = self.path_for(key)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX + ".part", dir=self.root)
+            # a short name: the key's hash is not repeated, so it never nears 255 characters
+            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".part", dir=self.root)
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(MAGIC)
@@ -228,11 +263,25 @@ class DiskCache:
             except BaseException:
                 _unlink(Path(tmp))
                 raise
-        except OSError:
+        except OSError as exc:
+            self._warn_once(
+                "write",
+                f"embedding cache {self.root}: cannot write ({exc.strerror or exc}); going on "
+                "without saving embeddings (choose a writable folder with free space)",
+            )
             return None
         self.writes += 1
-        self.evict(keep=path)
+        with contextlib.suppress(OSError):
+            self.evict(keep=path)
         return path
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        """One :class:`SamlungWarning` per kind and cache: the cache never fails a run."""
+        with self._lock:
+            if kind in self._warned:
+                return
+            self._warned.add(kind)
+        warnings.warn(message, SamlungWarning, stacklevel=3)
 
     def evict(self, keep: Path | None = None) -> int:
         """Delete least recently used files until the folder fits the limit.
@@ -277,23 +326,69 @@ def _parse(blob: bytes, key: str | None) -> tuple[dict, memoryview] | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     try:
-        if header["version"] != FORMAT_VERSION or (key is not None and header["key"] != key):
+        if not isinstance(header, dict) or header["version"] != FORMAT_VERSION:
             return None
-        if header["dtype"] not in _DTYPES:
+        if not isinstance(header["key"], str) or (key is not None and header["key"] != key):
             return None
-        shape = [int(v) for v in header["shape"]]
+        if header.get("entry_xxh128") != _entry_checksum(header):
+            return None
+        if not _fits_key(header):
+            return None
         itemsize = torch.empty(0, dtype=_DTYPES[header["dtype"]]).element_size()
-        expected = int(np.prod(shape)) * itemsize
+        expected = math.prod(header["shape"]) * itemsize
         payload = memoryview(blob)[start + head_len :]
         if payload.nbytes != expected or header["payload_bytes"] != expected:
             return None
         if _xxh128(payload) != header["payload_xxh128"]:
             return None
-        if len(header["input_size_rc"]) != 2 or len(header["original_size_rc"]) != 2:
-            return None
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
     return header, payload
+
+
+def _entry_checksum(header: dict) -> str:
+    """xxh128 of every header field but ``entry_xxh128`` (canonical JSON)."""
+    fields = {k: v for k, v in header.items() if k != "entry_xxh128"}
+    return _xxh128(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _positive_ints(values, length: int) -> bool:
+    return (
+        isinstance(values, list)
+        and len(values) == length
+        and all(type(v) is int and v > 0 for v in values)
+    )
+
+
+def _fits_key(header: dict) -> bool:
+    """Whether a header agrees with what its key implies (model, shape, dtype, sizes)."""
+    if header["dtype"] not in _DTYPES:
+        return False
+    shape = header["shape"]
+    if not _positive_ints(shape, 4) or shape[0] != 1:
+        return False
+    input_rc, original_rc = header["input_size_rc"], header["original_size_rc"]
+    if not (_positive_ints(input_rc, 2) and _positive_ints(original_rc, 2)):
+        return False
+    spec = _spec_of(header["key"])
+    if spec is None:  # a key of another form (tests, tools): structural checks only
+        return True
+    from .embedding import preprocess_shape
+
+    if tuple(input_rc) != preprocess_shape(*original_rc, spec.input_size):
+        return False
+    expected = getattr(spec, "embedding_shape", None)
+    return expected is None or tuple(shape[1:]) == tuple(expected)
+
+
+def _spec_of(key: str):
+    """The registered model a segmenter key (``"<model id>@<weights>:..."``) names, if any."""
+    found = _MODEL_ID.match(key)
+    if found is None:
+        return None
+    from .models import REGISTRY
+
+    return REGISTRY.get(found.group(1))
 
 
 def _unlink(path: Path) -> None:

@@ -48,6 +48,9 @@ class ModelSpec:
     bundled_path: Callable[[], Path] | None = None
     #: True for a state dict of this model (names a mismatching checkpoint's model)
     recognises: Callable[[dict], bool] | None = None
+    #: (channels, rows, cols) of one slice's image embedding, where known: the disk
+    #: cache refuses an entry of another shape (None: not checked)
+    embedding_shape: tuple[int, int, int] | None = None
 
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -163,6 +166,7 @@ register_model(
         filename="lite_medsam.pth",
         needs_checkpoint=False,
         bundled_path=_lite_medsam_path,
+        embedding_shape=(256, 64, 64),
         recognises=lambda state: (
             "image_encoder.patch_embed.proj.weight" not in state
             and any(k.startswith("image_encoder.layers.") for k in state)
@@ -190,6 +194,7 @@ for _arch, _file, _digest, _name, _width in (
             default_window="paper",
             default_strategy="paper",
             recognises=lambda state, width=_width: _vit_width(state) == width,
+            embedding_shape=(256, 64, 64),
         )
     )
 
