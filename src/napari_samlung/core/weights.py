@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import http.client
 import os
+import pickle
+import re
+import stat
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import ModelError, WeightsUnavailableError
+from ..errors import ModelError, OptionError, UnsafeCheckpointError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     from .models import ModelSpec
@@ -25,10 +29,39 @@ def cache_dir() -> Path:
     """User cache directory (``$SAMLUNG_CACHE_DIR`` overrides it)."""
     env = os.environ.get("SAMLUNG_CACHE_DIR")
     if env:
-        return Path(env).expanduser()
+        path = Path(env).expanduser()
+        check_folder(path, "$SAMLUNG_CACHE_DIR")
+        return path
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("napari-samlung"))
+
+
+def check_folder(path: Path, what: str) -> None:
+    """Raise :class:`OptionError` when ``path`` cannot become a folder.
+
+    ``path`` may not exist yet (it is created on first write), but neither it
+    nor a folder above it may be a file; ``what`` names where the path came
+    from (``$SAMLUNG_CACHE_DIR``, ``--cache-dir``).
+    """
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        try:
+            mode = candidate.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not there yet (or under a file: found further up)
+        except OSError as exc:
+            raise OptionError(
+                f"{what} {path} cannot be used as a folder ({exc.strerror or exc}); "
+                "point it at a folder you can write to"
+            ) from None
+        if stat.S_ISDIR(mode):
+            return
+        where = "it is a file" if candidate == path else f"{candidate} is a file"
+        raise OptionError(
+            f"{what} {path} is not a folder ({where}); point it at a folder, or at a path "
+            "that does not exist yet"
+        )
 
 
 def checkpoint_env_var(model_id: str) -> str:
@@ -92,7 +125,13 @@ def download(url: str, dest: Path, xxh128: str | None = None, progress=None) -> 
                 f"{url}: downloaded file has xxh128 {actual}, expected {xxh128}; it was deleted, "
                 "try again"
             )
-    os.replace(part, dest)
+    try:
+        os.replace(part, dest)
+    except OSError as exc:
+        raise WeightsUnavailableError(
+            f"cannot save the downloaded weights as {dest} ({exc.strerror or exc}); remove what "
+            "is in the way or set $SAMLUNG_CACHE_DIR to another folder"
+        ) from None
     return dest
 
 
@@ -128,11 +167,22 @@ def resolve_checkpoint(
     model_id = spec.id
     explicit = checkpoint or os.environ.get(checkpoint_env_var(model_id))
     if explicit:
+        source = "--checkpoint" if checkpoint else f"${checkpoint_env_var(model_id)}"
         path = Path(explicit).expanduser()
+        if path.is_dir():
+            inside = sorted(p.name for p in path.glob("*.pth"))
+            holds = f" (it holds {', '.join(inside[:3])})" if inside else ""
+            raise WeightsUnavailableError(
+                f"checkpoint {path} is a folder, not a weights file{holds}; point {source} "
+                "at the .pth file itself"
+            )
+        if path.exists() and not path.is_file():
+            raise WeightsUnavailableError(
+                f"checkpoint {path} is not a regular file; point {source} at the .pth file"
+            )
         if not path.is_file():
             raise WeightsUnavailableError(
-                f"checkpoint {path} does not exist; check the path given to --checkpoint "
-                f"or ${checkpoint_env_var(model_id)}"
+                f"checkpoint {path} does not exist; check the path given to {source}"
             )
         if path.stat().st_size == 0:
             raise ModelError(f"checkpoint {path} is empty; download it again")
@@ -150,6 +200,7 @@ def resolve_checkpoint(
             f"no weights for {model_id}: put {spec.filename} at {cached} or pass "
             f"--checkpoint PATH (or set ${checkpoint_env_var(model_id)})"
         )
+    _check_writable(cached.parent, spec)
     try:
         return download(spec.url, cached, spec.xxh128, progress)
     except WeightsUnavailableError as exc:
@@ -159,13 +210,59 @@ def resolve_checkpoint(
         ) from None
 
 
+def _check_writable(folder: Path, spec: ModelSpec) -> None:
+    """Make the checkpoint folder, or raise one line on why the download could not be kept."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise WeightsUnavailableError(
+            f"cannot save downloaded weights in {folder} ({exc.strerror or exc}); set "
+            f"$SAMLUNG_CACHE_DIR to a folder you can write to, or download {spec.filename} "
+            f"from {spec.url} yourself and pass --checkpoint PATH"
+        ) from None
+
+
+#: What ``torch.load(weights_only=True)`` says when it refuses a pickled object
+#: (code to call, or a class that is not a tensor or a plain container).
+_REFUSED = re.compile(
+    r"unsupported global|is blocked|not an allowed global|allowlisted|add_safe_globals|"
+    r"trying to call reduce",
+    re.IGNORECASE,
+)
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
 def load_state(path: Path) -> dict:
     """The state dict in a PyTorch checkpoint file (unwrapping ``model``/``state_dict``).
 
     Raises :class:`ModelError` for a truncated, corrupt or non-checkpoint file.
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: not actionable
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if _REFUSED.search(text):
+            found = _GLOBAL.search(text)
+            what = f" ({found.group(1)})" if found else ""
+            raise UnsafeCheckpointError(
+                f"{path}: refused for safety: the checkpoint holds code or objects that are "
+                f"not weights{what}, which would run when it is loaded; use a checkpoint from "
+                "a trusted source that holds only a state dict of tensors"
+            ) from None
+        raise ModelError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}); the file is "
+            "truncated or corrupt: delete it and download it again"
+        ) from None
+    except OSError as exc:
+        raise ModelError(
+            f"{path}: cannot read the checkpoint ({exc.strerror or exc}); check that the file "
+            "is readable"
+        ) from None
     except Exception as exc:  # truncated zip, pickle junk, not a checkpoint at all
         raise ModelError(
             f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}); the file is "
