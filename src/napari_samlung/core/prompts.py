@@ -27,6 +27,11 @@ ONE_LUNG = -1
 BOX_MARGIN_FRACTION = 0.05
 #: More points than this on one slice is almost certainly a mistake (a stuck key, a script bug).
 MAX_POINTS_PER_SLICE = 64
+#: Largest accepted magnitude of a point or box coordinate, in pixels: anything beyond is a
+#: typo or a unit mix-up, far outside any image (boxes within it are clipped to the image).
+MAX_COORDINATE = 1_000_000.0
+#: The ``target_label`` values a prompt may carry: all lungs, one lung by its side, or a lung.
+TARGET_LABELS = (None, ONE_LUNG, 1, 2)
 
 
 @dataclass
@@ -46,14 +51,31 @@ class Prompt:
     target_label: int | None = None
 
     def __post_init__(self) -> None:
-        self.points_xy = np.asarray(self.points_xy, np.float32).reshape(-1, 2)
-        self.point_labels = np.asarray(self.point_labels, np.int64).reshape(-1)
+        points = _as_float32(self.points_xy, "points")
+        if points.size % 2:
+            raise PromptError(
+                f"prompt points must be (x, y) pairs, got {points.size} numbers; give two "
+                "coordinates per point"
+            )
+        self.points_xy = points.reshape(-1, 2)
+        try:
+            labels = np.asarray(self.point_labels)
+            self.point_labels = labels.astype(np.int64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            raise PromptError(
+                "point labels must be numbers: 1 (positive) or 0 (negative)"
+            ) from None
         if len(self.points_xy) != len(self.point_labels):
             raise PromptError(
                 f"prompt has {len(self.points_xy)} points but {len(self.point_labels)} labels"
             )
         if self.box_xyxy is not None:
-            self.box_xyxy = np.asarray(self.box_xyxy, np.float32).reshape(4)
+            box = _as_float32(self.box_xyxy, "box")
+            if box.size != 4:
+                raise PromptError(
+                    f"a box needs 4 numbers (x0, y0, x1, y1), got {box.size}; draw it again"
+                )
+            self.box_xyxy = box.reshape(4)
 
     @property
     def has_points(self) -> bool:
@@ -62,6 +84,17 @@ class Prompt:
     def without_points(self) -> Prompt:
         """The same prompt with its points dropped (for box-only models)."""
         return Prompt(box_xyxy=self.box_xyxy, target_label=self.target_label)
+
+
+def _as_float32(values: object, what: str) -> np.ndarray:
+    """``values`` as float32, without numpy's overflow warning (too-large values become inf,
+    which :func:`validate_prompt` refuses with its own message)."""
+    try:
+        array = np.asarray(values, np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise PromptError(f"prompt {what} must be numbers (pixel coordinates)") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(np.float32)
 
 
 def for_model(prompt: Prompt, accepts_points: bool) -> Prompt:
@@ -385,12 +418,18 @@ def validate_prompt(prompt: Prompt, shape_rc: tuple[int, int], accepts_points: b
     that cannot work.
     """
     rows, cols = shape_rc
+    _check_fields(prompt)
     if len(prompt.points_xy) > MAX_POINTS_PER_SLICE:
         raise PromptError(
             f"{len(prompt.points_xy)} points on one slice is more than the limit of "
             f"{MAX_POINTS_PER_SLICE}; remove some points"
         )
     if prompt.has_points:
+        if not _usable(prompt.points_xy):
+            raise PromptError(
+                "a point has non-finite coordinates or coordinates beyond "
+                f"{MAX_COORDINATE:g} pixels; place it again on the image"
+            )
         x, y = prompt.points_xy[:, 0], prompt.points_xy[:, 1]
         outside = (x < -0.5) | (y < -0.5) | (x > cols - 0.5) | (y > rows - 0.5)
         if outside.any():
@@ -401,8 +440,11 @@ def validate_prompt(prompt: Prompt, shape_rc: tuple[int, int], accepts_points: b
             )
     box = prompt.box_xyxy
     if box is not None:
-        if not np.isfinite(box).all():
-            raise PromptError("the box has non-finite corners; draw it again")
+        if not _usable(box):
+            raise PromptError(
+                "the box has non-finite corners or corners beyond "
+                f"{MAX_COORDINATE:g} pixels; draw it again around the lung"
+            )
         x0, x1 = sorted((float(box[0]), float(box[2])))
         y0, y1 = sorted((float(box[1]), float(box[3])))
         x0, x1 = max(x0, 0.0), min(x1, cols - 1.0)
@@ -428,3 +470,46 @@ def validate_prompt(prompt: Prompt, shape_rc: tuple[int, int], accepts_points: b
             else "no prompt on this slice: add a positive point or a box"
         )
     return checked
+
+
+def _usable(coords: np.ndarray) -> bool:
+    """True when every coordinate is finite and within :data:`MAX_COORDINATE`."""
+    coords = np.asarray(coords, np.float64)
+    return bool(np.isfinite(coords).all() and (np.abs(coords) <= MAX_COORDINATE).all())
+
+
+def _check_fields(prompt: Prompt) -> None:
+    """Refuse prompts whose fields were set to shapes or values no model call can take.
+
+    The attributes can be assigned after construction (the widget and the prompts file
+    reader do), so the checks of ``Prompt.__post_init__`` are repeated here.
+    """
+    points = np.asarray(prompt.points_xy)
+    labels = np.asarray(prompt.point_labels)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise PromptError(
+            f"prompt points must be (x, y) pairs, got an array of shape {points.shape}; "
+            "give two coordinates per point"
+        )
+    if labels.ndim != 1 or len(labels) != len(points):
+        raise PromptError(
+            f"prompt has {len(points)} points but {labels.size} point labels; give one label "
+            "(1 positive, 0 negative) per point"
+        )
+    bad = [v for v in labels.tolist() if v not in (POSITIVE, NEGATIVE)]
+    if bad:
+        raise PromptError(
+            f"point label {bad[0]!r} is not 1 (positive) or 0 (negative); label each point 1 or 0"
+        )
+    if prompt.box_xyxy is not None and np.asarray(prompt.box_xyxy).size != 4:
+        raise PromptError(
+            f"a box needs 4 numbers (x0, y0, x1, y1), got {np.asarray(prompt.box_xyxy).size}; "
+            "draw it again"
+        )
+    target = prompt.target_label
+    integer = isinstance(target, int | np.integer) and not isinstance(target, bool)
+    if not (target is None or (integer and target in TARGET_LABELS)):
+        raise PromptError(
+            f"the prompt's lung label {target!r} is not 1 (left lung) or 2 (right lung); "
+            "label each box 1 or 2, or leave its label out"
+        )
