@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, InputFileError
+from .checks import stat_input
 from .images import ImageData, read_image, read_mask, read_montgomery_mask
 from .names import (
     IMAGE_SUFFIXES,
@@ -250,7 +251,7 @@ def _by_key(files: list[Path], is_mask: bool, problems: list[str]) -> dict[str, 
 
 def _existing(path: str | Path) -> Path:
     path = Path(path).expanduser()
-    if not path.exists():
+    if stat_input(path) is None:  # a link loop or an over-long name is one line too
         raise InputFileError(f"{path}: not found; check the path and spelling")
     return path
 

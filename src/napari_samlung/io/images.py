@@ -27,14 +27,16 @@ module holds the image record and the three public readers.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..core.labels import LEFT_LUNG, RIGHT_LUNG, to_lung_labels
 from ..errors import InputFileError, ShapeMismatchError
-from .checks import replace_nonfinite
+from .checks import check_slice_shape, replace_nonfinite, stat_input
 from .dicom import is_dicom_file, is_dicom_folder, read_dicom
 from .geometry import check_aligned
 from .names import IMAGE_SUFFIXES, NIFTI_SUFFIXES, NPY_SUFFIXES, RASTER_SUFFIXES, image_suffix
@@ -92,9 +94,16 @@ def read_image(path: str | Path) -> ImageData:
         empty, corrupt, oversized or unsupported files.
     """
     path = Path(path).expanduser()
-    if path.is_dir() and is_dicom_folder(path):
-        return _read_dicom(path)
-    path = _check_file(path)
+    info = stat_input(path)
+    if info is not None and stat.S_ISDIR(info.st_mode) and is_dicom_folder(path):
+        image = _read_dicom(path)
+    else:
+        image = _read_image_file(_check_file(path))
+    check_slice_shape(path, image.data.shape)
+    return image
+
+
+def _read_image_file(path: Path) -> ImageData:
     kind = _kind(path)
     if kind == "nifti":
         data, spacing, affine, meta = read_nifti(path)
@@ -117,17 +126,21 @@ def read_mask(path: str | Path, like: ImageData | None = None) -> np.ndarray:
 
     The mask is placed exactly like :func:`read_image` places an image (same
     orientation code path), so it is ``(slice, row, col)`` or ``(row, col)``.
-    Masks are normalised with :func:`~napari_samlung.core.labels.to_lung_labels`;
-    PNG/JPEG masks with more than three grey values are taken as anti-aliased
-    and thresholded at half their maximum, unless most of their foreground
-    lies at intermediate grey values: such a file is a multi-label image
-    (e.g. labels 10..14), not a lung mask, and is refused with
-    :class:`~napari_samlung.errors.InputFileError`.
+    Its values are read by the one rule of :func:`mask_to_labels` (the same for
+    NIfTI, PNG/JPEG and ``.npy``; the table is in ``docs/masks.md``).
 
     With ``like``, the mask must have the image's shape, and when both are
     NIfTI, the same world grid; otherwise
     :class:`~napari_samlung.errors.ShapeMismatchError` is raised (masks are
     never resampled).
+
+    Raises
+    ------
+    InputFileError
+        For unreadable files, and masks whose values do not say which pixels are lung
+        (multi-label images, a region labelled with a value the rule would drop).
+    ShapeMismatchError
+        For masks that do not fit ``like``, and integer label images with other labels.
     """
     path = _check_file(path)
     kind = _kind(path)
@@ -140,15 +153,138 @@ def read_mask(path: str | Path, like: ImageData | None = None) -> np.ndarray:
         raw, _spacing, affine, _meta = read_nifti(path, warn_nonfinite=False)
     elif kind == "raster":
         raw, _ = read_raster(path, as_mask=True)
-        if len(np.unique(raw)) > 3:
-            _refuse_label_image(raw, path)
-            raw = raw.astype(np.float32)  # anti-aliased: threshold at half max
     else:
         raw = read_npy(path)
-    labels = to_lung_labels(raw, name=str(path))
+    labels = mask_to_labels(raw, path, grey_image=kind == "raster")
     if like is not None:
         check_aligned(labels, path, like, mask_affine=affine)
     return labels
+
+
+#: Values under this fraction of a mask's top value are numerical noise, never a region.
+_NOISE_FRACTION = 1e-3
+#: Values within this distance of a whole number count as that whole number (float masks).
+_WHOLE_TOLERANCE = 1e-3
+#: A value under the threshold is a region of its own, not an edge, when it holds at least
+#: this fraction of the mask's kept pixels (and :data:`_REGION_MIN_PIXELS`) ...
+_REGION_FRACTION = 0.01
+_REGION_MIN_PIXELS = 16
+#: ... and most of its pixels lie further than this from the kept mask, in-plane (anti-aliased
+#: edges, JPEG blocks and interpolation ringing all lie within a few pixels of it).
+_EDGE_PIXELS = 8
+
+
+def mask_to_labels(
+    raw: np.ndarray, path: str | Path = "mask", *, grey_image: bool = False
+) -> np.ndarray:
+    """The one rule that turns the stored values of a mask file into lung labels.
+
+    ==================================================  =====================================
+    stored values (NaN/Inf count as 0)                   read as
+    ==================================================  =====================================
+    whole numbers within {0, 1, 2} with a 2, any dtype   labels as stored: 1 left, 2 right
+    (uint8, int16, float32 ``{0., 1., 2.}``...)
+    bool, or a single non-zero value (0/1, 0/255, 0/3)   one mask, split into the two lungs
+    many grey values: anti-aliased or JPEG 0..255,       thresholded at half the foreground
+    interpolation ringing (-115..342), soft 0..1         level (the median of the clearly-on
+                                                         values): 127 for 0..255 masks
+    several labels, most of the mask not at the top      refused: a multi-label image
+    value (organs 10..14, lobes)
+    a value under the threshold that covers a region    refused: which lung it is is unclear
+    of its own, away from the rest ({0, 3, 255})
+    negative whole numbers in an integer file            refused
+    ==================================================  =====================================
+
+    Parameters
+    ----------
+    raw : ndarray
+        The stored values, ``(row, col)`` or ``(slice, row, col)``.
+    path : str or Path
+        Named in error messages.
+    grey_image : bool
+        The values are the grey levels of a PNG/JPEG, where anti-aliasing and JPEG
+        compression spread the top value: a multi-label image is then told by most of its
+        mask lying between 10% and 90% of the top value.  Otherwise (NIfTI, ``.npy``) an
+        integer mask with more than three values is a label image unless at least half
+        of its foreground is at the top value.
+
+    Returns
+    -------
+    ndarray of uint8
+        Labels 0 background, 1 left lung, 2 right lung, the shape of ``raw``.
+
+    Raises
+    ------
+    InputFileError, ShapeMismatchError
+        One line naming ``path``, the values and the fix, for the refused rows above.
+    """
+    raw = np.asarray(raw)
+    if raw.dtype == bool or raw.size == 0:
+        return to_lung_labels(raw, name=str(path))
+    if np.issubdtype(raw.dtype, np.floating):
+        raw = np.where(np.isfinite(raw), raw, 0).astype(raw.dtype, copy=False)
+        if _whole_labels(raw):
+            raw = np.rint(raw).astype(np.uint8)  # float label maps: {0., 1., 2.} keep both lungs
+    if grey_image and np.issubdtype(raw.dtype, np.integer) and len(np.unique(raw)) > 3:
+        _refuse_label_image(raw, Path(path))
+        raw = raw.astype(np.float32)  # anti-aliased or JPEG: the top value is spread
+    labels = to_lung_labels(raw, name=str(path))
+    _refuse_dropped_region(raw, labels, Path(path))
+    return labels
+
+
+def _whole_labels(raw: np.ndarray) -> bool:
+    """True when every value of a float mask is (within rounding) 0, 1 or 2."""
+    low, high = float(raw.min()), float(raw.max())
+    if low < -_WHOLE_TOLERANCE or high > 2 + _WHOLE_TOLERANCE:
+        return False
+    return bool((np.abs(raw - np.rint(raw)) <= _WHOLE_TOLERANCE).all())
+
+
+def _refuse_dropped_region(raw: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """Refuse a mask whose threshold would drop a whole region stored at a low value.
+
+    Thresholding is right for anti-aliased edges, JPEG noise and interpolation ringing:
+    their values under the threshold lie next to the kept mask.  A value that covers an
+    area of its own away from it (a lung stored as 3 beside one stored as 255) is a label,
+    and dropping it would silently lose a lung.
+    """
+    top = float(raw.max())
+    # values under a thousandth of the top are numerical noise (denormals in float masks)
+    dropped = (raw > _NOISE_FRACTION * top) & (labels == 0)
+    if top <= 0 or not dropped.any():
+        return
+    kept = labels > 0
+    values, counts = np.unique(raw[dropped], return_counts=True)
+    floor = max(_REGION_MIN_PIXELS, _REGION_FRACTION * max(int(np.count_nonzero(kept)), 1))
+    suspects = values[counts >= floor]
+    if not len(suspects):
+        return
+    structure = np.ones((3,) * raw.ndim, bool)
+    if raw.ndim == 3:
+        structure[0] = structure[2] = False  # in-plane: slices of a volume may be far apart
+    near = ndi.binary_dilation(kept, structure, iterations=_EDGE_PIXELS) if kept.any() else kept
+    for value in suspects:
+        region = raw == value
+        apart = int(np.count_nonzero(region & ~near))
+        if apart * 2 > int(np.count_nonzero(region)):
+            kept_values = np.unique(raw[kept]) if kept.any() else np.array([])
+            raise InputFileError(
+                f"{path}: mask value {_fmt(value)} covers {apart} pixels apart from the rest "
+                f"of the mask (values {_value_list(kept_values)}) and would be read as "
+                "background, so which lung it is is unclear; save the mask as 0 background "
+                "/ 1 left lung / 2 right lung, or as a binary 0/255 mask"
+            )
+
+
+def _fmt(value: float) -> str:
+    return f"{float(value):g}"
+
+
+def _value_list(values: np.ndarray, limit: int = 6) -> str:
+    if len(values) > limit:
+        return f"{_fmt(values[0])}..{_fmt(values[-1])}"
+    return ", ".join(_fmt(v) for v in values)
 
 
 def read_montgomery_mask(left_path: str | Path, right_path: str | Path) -> np.ndarray:
@@ -195,15 +331,27 @@ def _read_dicom(path: Path) -> ImageData:
 
 
 def _check_file(path: str | Path) -> Path:
+    """``path`` when it is a readable, non-empty file; else one :class:`InputFileError` line."""
     path = Path(path).expanduser()
-    if not path.exists():
+    info = stat_input(path)
+    if info is None:
+        if path.is_symlink():
+            raise InputFileError(
+                f"{path}: is a symbolic link to a file that does not exist; point it at "
+                "the real file"
+            )
         raise InputFileError(f"{path}: file not found; check the path and spelling")
-    if path.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise InputFileError(
             f"{path}: is a folder, not an image file (and holds no DICOM slices); pass a file "
             "inside it"
         )
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        raise InputFileError(
+            f"{path}: is not a regular file (a device, pipe or socket); save the image to "
+            "a file and pass that"
+        )
+    if info.st_size == 0:
         raise InputFileError(f"{path}: file is empty (0 bytes); re-export or re-download it")
     if not os.access(path, os.R_OK):
         raise InputFileError(

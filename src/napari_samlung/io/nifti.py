@@ -1,7 +1,8 @@
 """Reading NIfTI volumes (``.nii``, ``.nii.gz``) into display orientation.
 
 Voxels keep their stored type after scaling (int16 stays int16; scaled,
-float64 or float16 data becomes float32).  NaN/Inf voxels are replaced by the
+float64, float16 or float128 data becomes float32).  RGB, RGBA and complex
+voxels are refused before any voxel is loaded.  NaN/Inf voxels are replaced by the
 minimum finite value of the volume, with a warning.  What nibabel's header
 checks log is collected and turned into one warning each, instead of being
 printed on stderr.
@@ -78,6 +79,38 @@ def _nibabel_messages():
             logger.addHandler(handler)
 
 
+def _check_dtype(path: Path, img: nib.spatialimages.SpatialImage) -> None:
+    """Refuse voxel types that are not one real number per voxel (RGB, complex), before loading.
+
+    Raises
+    ------
+    InputFileError
+        Naming the file, the stored type and the fix.
+    """
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.names is not None:
+        code = img.header.get("datatype") if hasattr(img.header, "get") else None
+        kind = _DATATYPE_NAMES.get(int(code), "structured") if code is not None else "structured"
+        raise InputFileError(
+            f"{path}: NIfTI holds {kind} colour voxels ({', '.join(dtype.names)} per voxel), "
+            "not one value per voxel; save it as a greyscale volume (Hounsfield units, or "
+            "labels for a mask)"
+        )
+    if np.issubdtype(dtype, np.complexfloating):
+        raise InputFileError(
+            f"{path}: NIfTI holds complex-valued voxels ({dtype.name}); CT intensities and "
+            "masks are real numbers: save the magnitude or the real part as a real-valued volume"
+        )
+    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b"):
+        raise InputFileError(
+            f"{path}: NIfTI voxel type {dtype} is not numeric; save a numeric volume"
+        )
+
+
+#: NIfTI datatype codes of the colour types, for messages.
+_DATATYPE_NAMES = {128: "rgb24", 2304: "rgba32"}
+
+
 def read_nifti(
     path: Path, warn_nonfinite: bool = True
 ) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray, dict]:
@@ -134,6 +167,7 @@ def read_nifti(
             "save a 3D (or 2D) volume"
         )
     check_size(path, shape)
+    _check_dtype(path, img)
 
     spatial = len(shape)
     zooms = np.asarray(img.header.get_zooms()[:spatial], dtype=float)
@@ -169,8 +203,8 @@ def read_nifti(
             "re-export or re-download it"
         ) from exc
     data = np.asarray(data)
-    if data.dtype == np.float64 or data.dtype == np.float16:
-        data = data.astype(np.float32)
+    if np.issubdtype(data.dtype, np.floating) and data.dtype != np.float32:
+        data = data.astype(np.float32)  # float64, float16, float128
     added_axes = 0
     if data.ndim == 2:
         data = data[:, :, np.newaxis]

@@ -15,13 +15,14 @@ def read_npy(path: Path) -> np.ndarray:
     """Read a 2D ``(row, col)`` slice or 3D ``(slice, row, col)`` volume from ``.npy``.
 
     The header is checked (dimensions, numeric dtype, size limits) from a
-    memory map before the voxels are loaded.  float64/float16 become float32;
-    other dtypes are kept (int16 Hounsfield units, uint8 windowed, bool).
+    memory map before the voxels are loaded.  float64/float16/longdouble become float32;
+    other dtypes are kept (int16 Hounsfield units, uint8 windowed, bool); complex arrays
+    are refused.
 
     Raises
     ------
     InputFileError
-        For corrupt, truncated, pickled, non-numeric, oversized or non-2D/3D arrays.
+        For corrupt, truncated, pickled, non-numeric, complex, oversized or non-2D/3D arrays.
     """
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -41,6 +42,11 @@ def read_npy(path: Path) -> np.ndarray:
         raise InputFileError(
             f"{path}: .npy array has non-numeric dtype {mapped.dtype}; save a numeric array"
         )
+    if np.issubdtype(mapped.dtype, np.complexfloating):
+        raise InputFileError(
+            f"{path}: .npy array holds complex numbers ({mapped.dtype}); CT intensities and "
+            "masks are real numbers: save the magnitude or the real part (numpy.abs, .real)"
+        )
     check_size(path, mapped.shape)
     try:
         data = np.array(mapped)
@@ -48,6 +54,6 @@ def read_npy(path: Path) -> np.ndarray:
         raise InputFileError(
             f"{path}: .npy file is truncated ({error_reason(exc)}); save it again with numpy.save"
         ) from exc
-    if data.dtype == np.float64 or data.dtype == np.float16:
-        data = data.astype(np.float32)
+    if np.issubdtype(data.dtype, np.floating) and data.dtype != np.float32:
+        data = data.astype(np.float32)  # float64, float16, longdouble
     return data

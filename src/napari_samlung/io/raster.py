@@ -7,20 +7,58 @@
   Pillow); an alpha channel is dropped (not composited) before that.
 - Masks keep their raw grey values, so the caller can tell labels from
   anti-aliasing.
+- An EXIF orientation tag (phones, some viewers' exports) is applied, as image
+  viewers do, with a one-line warning that says how the image was turned.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.windowing import Window, rgb_to_grey, window_to_uint8
 from ..errors import InputFileError
 from .checks import check_size, error_reason
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+#: What applying each EXIF orientation (2..8) does to the stored pixels.
+EXIF_ORIENTATIONS = {
+    2: "mirrored left to right",
+    3: "rotated 180 degrees",
+    4: "mirrored top to bottom",
+    5: "mirrored along its main diagonal",
+    6: "rotated 90 degrees clockwise",
+    7: "mirrored along its anti-diagonal",
+    8: "rotated 90 degrees counter-clockwise",
+}
+_ORIENTATION_TAG = 0x0112
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation of an image (1, upright, when absent or unreadable)."""
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block is no reason to refuse the pixels
+        return 1
+    return value if isinstance(value, int) and value in EXIF_ORIENTATIONS else 1
+
+
+def _upright(img: Image.Image, path: Path) -> Image.Image:
+    """``img`` with its EXIF orientation applied (as viewers show it), and a warning."""
+    orientation = _exif_orientation(img)
+    if orientation == 1:
+        return img
+    turned = ImageOps.exif_transpose(img)
+    warnings.warn(
+        f"{path}: applied its EXIF orientation ({EXIF_ORIENTATIONS[orientation]}), as image "
+        "viewers show it; save it upright without the tag to silence this",
+        UserWarning,
+        stacklevel=3,
+    )
+    return turned
 
 
 def read_raster(path: Path, as_mask: bool = False) -> tuple[np.ndarray, dict]:
@@ -37,7 +75,8 @@ def read_raster(path: Path, as_mask: bool = False) -> tuple[np.ndarray, dict]:
     Returns
     -------
     data : ndarray, shape (row, col)
-        uint8 grey values (or raw values of a high-depth mask).
+        uint8 grey values (or raw values of a high-depth mask), upright: an EXIF
+        orientation tag is applied, with a :class:`UserWarning`.
     meta : dict
         ``mode`` and ``format`` as Pillow reports them, and ``bit_depth``.
 
@@ -51,6 +90,7 @@ def read_raster(path: Path, as_mask: bool = False) -> tuple[np.ndarray, dict]:
             width, height = img.size
             check_size(path, (height, width))
             img.load()
+            img = _upright(img, path)
             mode = img.mode
             meta = {"mode": mode, "format": img.format}
             if mode in _HIGH_DEPTH_MODES:
