@@ -16,6 +16,7 @@ layers are only touched on the main thread, in the job's callbacks.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import numpy as np
@@ -210,6 +211,21 @@ class Interactive:
         if action not in _SETTLED:
             return
         self.debounce.start()
+
+    def put_back_prompts(self, put_back: Callable[[], None], slices: Iterable[int]) -> None:
+        """Rewrite the prompt layers with ``put_back()`` without segmenting: the prompts it
+        leaves on ``slices`` count as segmented already (a loaded session's labels stay)."""
+        self._suppress_prompts = True
+        try:
+            put_back()
+        finally:
+            self._suppress_prompts = False
+        self.debounce.stop()
+        layers = self.layers
+        for z in slices:
+            shown = read_slice_prompts(layers.points_layer, layers.shapes_layer, z)
+            self._last_sig[z] = self._signature(shown)
+            self._points_seen[z] = len(shown.points_rc)
 
     def _signature(self, prompts: SlicePrompts) -> tuple:
         return (prompts.signature(), self.session.model_key(), self.session.accepts_points)
