@@ -17,8 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.labels import LEFT_LUNG, RIGHT_LUNG
 from ..core.metrics import SliceScore
-from ..core.prompts import POSITIVE, Prompt, points_rc_to_xy
+from ..core.prompts import (
+    MAX_COORDINATE,
+    MAX_POINTS_PER_SLICE,
+    NEGATIVE,
+    POSITIVE,
+    Prompt,
+    points_rc_to_xy,
+)
 from ..core.propagation import Seed
 from ..errors import PromptError
 
@@ -104,6 +112,10 @@ def read_scores_csv(path: str | Path) -> list[SliceScore]:
 
 
 _PROMPTS_FORMAT = '{"slices": [{"slice": K, "boxes_xyxy": [[x0, y0, x1, y1]], ...}]}'
+#: Largest prompts file read, in bytes (a hand-written or exported file is a few kB).
+MAX_PROMPTS_BYTES = 16 * 1024 * 1024
+#: Keys a slice entry of a prompts file may have.
+_ENTRY_KEYS = frozenset({"slice", "points_rc", "point_labels", "boxes_xyxy", "box_labels"})
 
 
 def seeds_from_json(path: str | Path, shape: tuple[int, ...]) -> list[Seed]:
@@ -116,49 +128,182 @@ def seeds_from_json(path: str | Path, shape: tuple[int, ...]) -> list[Seed]:
                      "boxes_xyxy": [[40, 60, 200, 400]], "box_labels": [2]}]}
 
     ``points_rc`` are (row, col) like napari; ``boxes_xyxy`` are (x0, y0, x1, y1);
-    ``box_labels`` (optional) name the lung each box outlines (1 left, 2 right).
+    ``point_labels`` (optional, default all 1) are 1 positive / 0 negative, one per point;
+    ``box_labels`` (optional) name the lung each box outlines (1 left, 2 right, or null for
+    a box around both lungs), one per box.  ``slice`` is a whole-number index, and may be
+    left out for a 2D image only.  Every coordinate is a finite number within
+    :data:`~napari_samlung.core.prompts.MAX_COORDINATE` pixels; each slice appears once.
+
+    Raises
+    ------
+    PromptError
+        One line naming the file, the entry and the field at fault, for anything else:
+        not JSON, too large or too deeply nested, wrong types, counts or values.
     """
     path = Path(path)
     try:
-        spec = json.loads(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_PROMPTS_BYTES:
+            raise PromptError(
+                f"{path}: prompts file is {size} bytes, more than the limit of "
+                f"{MAX_PROMPTS_BYTES}; a prompts file holds a few boxes or points per slice"
+            )
+        spec = json.loads(path.read_bytes().decode("utf-8"))
         entries = spec["slices"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except PromptError:
+        raise
+    except RecursionError:
         raise PromptError(
-            f"{path}: not a prompts file ({type(exc).__name__}); expected "
-            '{"slices": [{"slice": K, "boxes_xyxy": [[x0, y0, x1, y1]], ...}]}'
+            f"{path}: prompts file is nested too deeply to be a prompts file; expected "
+            f"{_PROMPTS_FORMAT}"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and over-long integers
+        raise PromptError(
+            f"{path}: not a prompts file ({type(exc).__name__}); expected {_PROMPTS_FORMAT}"
         ) from None
     n_slices = shape[0] if len(shape) == 3 else 1
     if not isinstance(entries, list):
         raise PromptError(f"{path}: 'slices' must be a list; expected {_PROMPTS_FORMAT}")
-    seeds = []
+    seeds: list[Seed] = []
+    seen: dict[int, int] = {}
     for i, entry in enumerate(entries):
         try:
-            seeds.append(_seed_from_entry(entry, n_slices, path))
+            seed = _seed_from_entry(entry, n_slices, path, i)
         except PromptError:
             raise
-        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
             raise PromptError(
-                f"{path}: slice entry {i} is malformed ({exc}); expected {_PROMPTS_FORMAT}"
+                f"{path}: slice entry {i} is malformed ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); expected {_PROMPTS_FORMAT}"
             ) from None
+        if seed.slice_index in seen:
+            raise PromptError(
+                f"{path}: slice {seed.slice_index} appears in entries {seen[seed.slice_index]} "
+                f"and {i}; put all prompts of a slice in one entry"
+            )
+        seen[seed.slice_index] = i
+        seeds.append(seed)
     if not seeds:
         raise PromptError(f"{path}: no prompted slices")
     return seeds
 
 
-def _seed_from_entry(entry: dict, n_slices: int, path: Path) -> Seed:
-    z = int(entry.get("slice", 0))
+def _malformed(path: Path, i: int, problem: str) -> PromptError:
+    return PromptError(
+        f"{path}: slice entry {i} is malformed: {problem}; expected {_PROMPTS_FORMAT}"
+    )
+
+
+def _is_number(value: object) -> bool:
+    """A JSON number (``true``/``false`` are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _coordinates(values: object, per_item: int, key: str, path: Path, i: int) -> list[list[float]]:
+    """A list of coordinate tuples of ``per_item`` finite numbers within MAX_COORDINATE."""
+    if not isinstance(values, list):
+        raise _malformed(path, i, f"'{key}' must be a list, got {type(values).__name__}")
+    what = "[row, col] pair" if per_item == 2 else "[x0, y0, x1, y1] box"
+    out = []
+    for j, item in enumerate(values):
+        if not (isinstance(item, list) and len(item) == per_item):
+            raise _malformed(path, i, f"'{key}' item {j} is not a {what}: {_short(item)}")
+        if not all(_is_number(v) for v in item):
+            raise _malformed(path, i, f"'{key}' item {j} holds a non-number: {_short(item)}")
+        try:
+            coords = [float(v) for v in item]
+        except OverflowError:  # an integer too large for a float
+            coords = [math.inf]
+        if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in coords):
+            raise _malformed(
+                path,
+                i,
+                f"'{key}' item {j} has a coordinate that is not finite or is beyond "
+                f"{MAX_COORDINATE:g} pixels: {_short(item)}",
+            )
+        out.append(coords)
+    return out
+
+
+def _labels(
+    values: object, allowed: tuple, count: int, key: str, of: str, path: Path, i: int
+) -> list:
+    """One label per box or point, each one of ``allowed``."""
+    if not isinstance(values, list):
+        raise _malformed(path, i, f"'{key}' must be a list, got {type(values).__name__}")
+    if len(values) != count:
+        raise _malformed(path, i, f"{len(values)} {key} for {count} {of}; give one per {of[:-1]}")
+    for v in values:
+        if not (v is None and None in allowed) and not (
+            _is_number(v) and float(v).is_integer() and int(v) in allowed
+        ):
+            shown = " or ".join("null" if a is None else str(a) for a in allowed)
+            raise _malformed(path, i, f"'{key}' value {_short(v)} is not {shown}")
+    return [None if v is None else int(v) for v in values]
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _slice_index(entry: dict, n_slices: int, path: Path, i: int) -> int:
+    if "slice" not in entry:
+        if n_slices == 1:
+            return 0
+        raise _malformed(path, i, "it has no 'slice' index, which a volume needs")
+    value = entry["slice"]
+    if not (_is_number(value) and math.isfinite(value) and float(value).is_integer()):
+        raise _malformed(
+            path, i, f"'slice' must be a whole number (a slice index), got {_short(value)}"
+        )
+    z = int(value)
     if not 0 <= z < n_slices:
         raise PromptError(f"{path}: slice {z} is outside the volume (0..{n_slices - 1})")
-    prompts: list[Prompt] = []
-    boxes = entry.get("boxes_xyxy", [])
-    box_labels = entry.get("box_labels", [None] * len(boxes))
-    points = points_rc_to_xy(np.asarray(entry.get("points_rc", []), np.float32))
-    point_labels = np.asarray(entry.get("point_labels", [POSITIVE] * len(points)))
-    for box, label in zip(boxes, box_labels, strict=True):
-        prompts.append(Prompt(box_xyxy=box, target_label=label))
-    if len(points):
-        if prompts and len(prompts) == 1:
-            prompts[0].points_xy, prompts[0].point_labels = points, point_labels
+    return z
+
+
+def _seed_from_entry(entry: object, n_slices: int, path: Path, i: int = 0) -> Seed:
+    """The :class:`Seed` of slice entry ``i``, every field checked (see :func:`seeds_from_json`)."""
+    if not isinstance(entry, dict):
+        raise _malformed(path, i, f"it is a {type(entry).__name__}, not an object")
+    unknown = sorted(str(k) for k in entry if k not in _ENTRY_KEYS)
+    if unknown:
+        raise _malformed(
+            path,
+            i,
+            f"unknown key {_short(unknown[0])} (known: {', '.join(sorted(_ENTRY_KEYS))})",
+        )
+    z = _slice_index(entry, n_slices, path, i)
+    boxes = _coordinates(entry.get("boxes_xyxy", []), 4, "boxes_xyxy", path, i)
+    box_labels = [None] * len(boxes)
+    if "box_labels" in entry:
+        allowed = (None, LEFT_LUNG, RIGHT_LUNG)
+        box_labels = _labels(
+            entry["box_labels"], allowed, len(boxes), "box_labels", "boxes", path, i
+        )
+    points_rc = _coordinates(entry.get("points_rc", []), 2, "points_rc", path, i)
+    point_labels = [POSITIVE] * len(points_rc)
+    if "point_labels" in entry:
+        allowed = (NEGATIVE, POSITIVE)
+        point_labels = _labels(
+            entry["point_labels"], allowed, len(points_rc), "point_labels", "points", path, i
+        )
+    if len(points_rc) > MAX_POINTS_PER_SLICE:
+        raise PromptError(
+            f"{path}: slice {z}: {len(points_rc)} points on one slice is more than the limit "
+            f"of {MAX_POINTS_PER_SLICE}; remove some points"
+        )
+    prompts = [
+        Prompt(box_xyxy=box, target_label=label)
+        for box, label in zip(boxes, box_labels, strict=True)
+    ]
+    if points_rc:
+        points = points_rc_to_xy(np.asarray(points_rc, np.float32))
+        if len(prompts) == 1:
+            box = prompts[0]
+            prompts[0] = Prompt(points, point_labels, box.box_xyxy, box.target_label)
         else:
             prompts.append(Prompt(points_xy=points, point_labels=point_labels))
     if not prompts:
