@@ -1,24 +1,100 @@
 """The ``napari-samlung`` console script: evaluate, segment, demo.
 
-Every user error prints one line on stderr and exits with status 2; an
-interrupted run exits with 130 and can be resumed with ``--resume``.
+Every user error prints one line on stderr and exits with status 2 (argparse's
+own errors too: one line, no usage block); an interrupted run exits with 130
+and can be resumed with ``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
-from .errors import SamlungError
+from .errors import SamlungError, SamlungWarning
 
 EXIT_USAGE = 2
 EXIT_SKIPPED = 3
 EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``napari-samlung: error: ...``, and exit 2.
+
+    The usage block argparse prints first is left out; the line ends with where to
+    look instead (``see napari-samlung <command> --help``).  Sub-parsers are of
+    this class too (``add_subparsers`` uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self._fail(message, self.prog)
+
+    def _fail(self, message: str, prog: str) -> NoReturn:
+        text = " ".join(message.split())  # argparse's messages may wrap
+        self.exit(EXIT_USAGE, f"napari-samlung: error: {text} (see {prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse, but unknown arguments point at the sub-command's help."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self._fail(f"unrecognized arguments: {' '.join(extras)}", prog)
+        return parsed
+
+
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number; give one of {minimum} or more"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{value} is too small; give a whole number of {minimum} or more"
+            )
+        return value
+
+    return parse
+
+
+def _number(
+    minimum: float | None = None, *, above: bool = False, maximum: float | None = None
+) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number within the bounds (``above``: > minimum)."""
+    if minimum is None:
+        wanted = "a finite number"
+    elif above:
+        wanted = f"a number above {minimum:g}"
+    else:
+        wanted = f"a number of {minimum:g} or more"
+    if maximum is not None:
+        wanted = f"a number from {minimum:g} to {maximum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {wanted}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number; give {wanted}")
+        low = minimum is not None and (value <= minimum if above else value < minimum)
+        if low or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; give {wanted}")
+        return value
+
+    return parse
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -70,15 +146,18 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         choices=sorted(WINDOW_PRESETS),
         help="named window (default: the model's, see docs/windowing.md)",
     )
-    w.add_argument("--window-level", type=float, help="window level in HU")
-    w.add_argument("--window-width", type=float, help="window width in HU")
+    w.add_argument("--window-level", type=_number(), help="window level in HU")
+    # a width of 0 or less is refused by core.windowing.Window, with its own line
+    w.add_argument("--window-width", type=_number(), help="window width in HU (above 0)")
     w.add_argument(
         "--normalize",
         default="fixed",
         choices=["fixed", "per-slice"],
         help="fixed window mapping, or the paper's per-slice min-max",
     )
-    p.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch")
+    p.add_argument(
+        "--batch-size", type=_whole_number(1), default=4, help="slices per encoder batch"
+    )
     c = p.add_argument_group("embedding cache on disk (off by default)")
     c.add_argument(
         "--disk-cache",
@@ -88,9 +167,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     c.add_argument("--cache-dir", help="keep embeddings in this folder instead")
     c.add_argument(
         "--cache-limit-mb",
-        type=float,
+        type=_number(0.0),
         default=2048.0,
-        help="size limit of the disk cache in MB (least recently used files go)",
+        help="size limit of the disk cache in MB (least recently used files go; 0: no writing)",
     )
 
 
@@ -99,6 +178,7 @@ def _config(args: argparse.Namespace):
 
     if args.window_preset and (args.window_level is not None or args.window_width is not None):
         raise SamlungError("give either --window-preset or --window-level/--window-width, not both")
+    _check_environment(args)
     cfg = RunConfig(
         model_id=args.model,
         checkpoint=args.checkpoint,
@@ -122,8 +202,27 @@ def _config(args: argparse.Namespace):
     return cfg
 
 
+def _check_environment(args: argparse.Namespace) -> None:
+    """Before any work: the cache folder and an explicit checkpoint make sense.
+
+    A cache folder that is a file (``--cache-dir``, ``$SAMLUNG_CACHE_DIR``) and a
+    checkpoint that is a folder or missing (``--checkpoint``,
+    ``$SAMLUNG_CHECKPOINT_<ID>``) are each one line, before any input is read.
+    """
+    from .core.models import get_spec
+    from .core.weights import cache_dir, check_folder, checkpoint_env_var, resolve_checkpoint
+
+    if args.cache_dir:
+        check_folder(Path(args.cache_dir).expanduser(), "--cache-dir")
+    elif args.disk_cache:
+        cache_dir()  # checks $SAMLUNG_CACHE_DIR
+    spec = get_spec(args.model)
+    if args.checkpoint or os.environ.get(checkpoint_env_var(spec.id)):
+        resolve_checkpoint(spec, args.checkpoint, allow_download=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="napari-samlung",
         description="Segment lungs in chest CT and X-ray with Segment Anything models.",
     )
@@ -134,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("images", type=Path, help="image file, image folder, or a dataset ROOT")
     ev.add_argument("masks", type=Path, nargs="?", help="mask file or folder")
     _add_model_options(ev)
-    ev.add_argument("--limit", type=int, help="only the first N cases")
+    ev.add_argument("--limit", type=_whole_number(1), help="only the first N cases")
     ev.add_argument(
         "--out",
         type=Path,
@@ -146,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue an interrupted run from --out/per_slice.csv"
     )
     ev.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    ev.add_argument("--workers", type=int, help="run cases on a local Dask cluster of N workers")
+    ev.add_argument(
+        "--workers",
+        type=_whole_number(1),
+        help="run cases on a local Dask cluster of N workers",
+    )
     ev.add_argument("--scheduler", help="address of an existing dask.distributed scheduler")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -177,7 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="no ground truth: prompts from the lungs found in the CT itself (CT only; "
         "see --combine)",
     )
-    sg.add_argument("--seed-slice", type=int, help="slice index for --seed-from (default: middle)")
+    sg.add_argument(
+        "--seed-slice",
+        type=_whole_number(0),
+        help="slice index for --seed-from, from 0 (default: middle)",
+    )
     sg.add_argument(
         "-o",
         "--output",
@@ -202,7 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="the paper's per-slice CSV, or a folder of them (e.g. shared/data/paper_results)",
     )
-    cp.add_argument("--threshold", type=float, default=0.05, help="Dice difference to list")
+    cp.add_argument(
+        "--threshold",
+        type=_number(0.0, maximum=1.0),
+        default=0.05,
+        help="Dice difference to list (0 to 1)",
+    )
     cp.set_defaults(func=cmd_compare_paper)
 
     dm = sub.add_parser("demo", help="the main job: segment a phantom (or your data) and score")
@@ -401,18 +513,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 _ORIGINAL_SHOWWARNING = warnings.showwarning
 
 
+def _ours(category: type[Warning], filename: str) -> bool:
+    """A warning the user can act on: a SamlungWarning, or a UserWarning of this package."""
+    return issubclass(category, SamlungWarning) or (
+        issubclass(category, UserWarning) and "napari_samlung" in str(filename)
+    )
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Our own warnings (e.g. "only the first volume is used") as one console line."""
-    if issubclass(category, UserWarning) and "napari_samlung" in str(filename):
-        print(f"napari-samlung: warning: {message}", file=sys.stderr)
-    else:
+    """Our own warnings (e.g. "only the first volume is used") as one console line each.
+
+    Other warnings (numpy overflow or ComplexWarning, torch's FutureWarnings, a
+    library's UserWarning) are nothing a user can act on: they are left out,
+    unless warnings were asked for with ``python -W`` or ``$PYTHONWARNINGS``.
+    """
+    if _ours(category, filename):
+        text = " ".join(str(message).split())
+        print(f"napari-samlung: warning: {text}", file=sys.stderr)
+    elif sys.warnoptions:
         _ORIGINAL_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a usage error (one line, 2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     try:
         return int(args.func(args) or 0)
     except SamlungError as exc:
@@ -428,8 +556,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> int:
-    """The installed ``napari-samlung`` command: ``main`` with our warnings as one line each."""
+    """The installed ``napari-samlung`` command: ``main`` with our warnings as one line each
+    and third-party warnings (RuntimeWarning, including numpy's ComplexWarning, and
+    FutureWarning) off stderr (``python -W`` brings them back)."""
     with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy overflow, ComplexWarning
+            warnings.simplefilter("ignore", FutureWarning)  # torch's weights_only and the like
+            warnings.simplefilter("ignore", DeprecationWarning)
         warnings.showwarning = _show_warning
         return main()
 
