@@ -284,6 +284,7 @@ class ImageLayers:
         self.points_layer = None
         self.shapes_layer = None
         self.truth_layer = None
+        self._truth_style: tuple | None = None  # the ground-truth layer's own look
         self.writer: OutputWriter | None = None
         #: Notices every change of the output's labels (undo and redo emit no paint event).
         self.watch: LabelsWatch | None = None
@@ -386,6 +387,10 @@ class ImageLayers:
         if self.truth_layer is not None:
             self.truth_layer.events.data.disconnect(self._on_truth_edit)
             self.truth_layer.events.paint.disconnect(self._on_truth_edit)
+            if layer is not self.truth_layer:
+                restore_truth_style(self.truth_layer, self._truth_style)
+        if layer is not None and layer is not self.truth_layer:
+            self._truth_style = show_as_truth(layer)
         self.truth_layer = layer
         self.session.truth = None
         self._truth_dirty = True
@@ -417,3 +422,27 @@ class ImageLayers:
         self.output_listeners.clear()
         self.set_image(None, None, None)
         self.set_truth_layer(None)
+
+
+#: The ground truth is drawn as a contour of this colour and width (px), so that the
+#: output labels under it stay visible.
+TRUTH_COLOR, TRUTH_CONTOUR_PX = "yellow", 2
+
+
+def show_as_truth(layer) -> tuple:
+    """Draw ``layer`` as the ground truth (a yellow contour); returns its old style."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    style = (layer.colormap, layer.contour, layer.opacity)
+    layer.colormap = DirectLabelColormap(color_dict={None: TRUTH_COLOR, 0: "transparent"})
+    layer.contour = TRUTH_CONTOUR_PX
+    layer.opacity = 1.0
+    return style
+
+
+def restore_truth_style(layer, style: tuple | None) -> None:
+    """Give a layer that is no longer the ground truth its own style back."""
+    if style is None:
+        return
+    colormap, contour, opacity = style
+    layer.colormap, layer.contour, layer.opacity = colormap, contour, opacity

@@ -40,6 +40,7 @@ from .run_jobs import AUTO_XRAY_MESSAGE
 from .runs import Runs
 from .seg_export import SegExport
 from .session import LungSession, SegmenterFactory
+from .session_file import SessionFiles
 from .window_sync import WindowSync
 from .workers import DownloadBar, Feedback, Workers, stop_with
 
@@ -81,6 +82,7 @@ class SamLungWidget(Container):
         self._table = ""  # the summary table last shown
         build_controls(self)
         self.seg_export = SegExport(self)
+        self.session_files = SessionFiles(self)
         explicit = any(
             v is not None for v in (config.window_preset, config.window_level, config.window_width)
         )
@@ -353,7 +355,18 @@ class SamLungWidget(Container):
             self.feedback.summary = self.feedback.summary.replace(self._table, table)
         self._table = table
         self.readout.value = self.readout_text()
+        self._show_results()
         self.quality_view.refresh()
+
+    def _show_results(self) -> None:
+        """The results table for the slice on screen and the output labels."""
+        wl = self.image_layers
+        if self.image.value is None or self.session.volume is None:
+            self.results.show_nothing()
+            return
+        labels = None if wl.writer is None else wl.writer.layer.data
+        has_truth = self.ground_truth.value is not None
+        self.results.show(self.session, labels, wl.current_slice(), has_truth)
 
     def readout_text(self) -> str:
         """Dice and Jaccard of the slice on screen, their means, the run summary, the volumes."""

@@ -17,9 +17,13 @@ go to one :class:`DownloadBar` per widget, whatever the job.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -147,6 +151,10 @@ def _guard(job: Callable[..., Generator]) -> Callable[..., Generator]:
 # --------------------------------------------------------------------------- on the main thread
 
 
+#: How long closing the widget waits for a running job to reach its next yield (s).
+CLOSE_WAIT_S = 30.0
+
+
 class Workers:
     """Starts the generator jobs of one widget and keeps them alive until they finish.
 
@@ -223,12 +231,28 @@ class Workers:
         for worker in list(self._live):
             worker.quit()
 
-    def close(self) -> None:
-        """Stop every job; from now on no callback runs (the widget is going away)."""
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Stop every job and wait for it (up to ``wait_s``); from now on no callback runs.
+
+        The widget is going away.  When the viewer closes, Qt deletes the
+        workers' signal objects next; a job still running would then emit into a
+        deleted object and abort the process, so its thread is waited for.
+        """
         self._closed = True
         self.quit_all()
+        deadline = time.monotonic() + wait_s
+        while any(_is_running(w) for w in self._live) and time.monotonic() < deadline:
+            time.sleep(0.02)  # each job stops at its next yield (one slice, one step)
+        time.sleep(0.05 if self._live else 0)  # let a thread finish its last emit
         if self.downloads is not None:
             self.downloads.close()
+
+
+def _is_running(worker) -> bool:
+    try:
+        return bool(worker.is_running)
+    except RuntimeError:  # Qt already deleted it
+        return False
 
 
 class DownloadBar:
@@ -319,12 +343,14 @@ class Debounce:
 
     def stop(self) -> None:
         """Drop a pending call."""
-        self._timer.stop()
+        with contextlib.suppress(RuntimeError):  # Qt already deleted the timer (app exit)
+            self._timer.stop()
 
     def close(self) -> None:
-        """Drop a pending call and never call again."""
-        self._timer.stop()
-        self._timer.timeout.disconnect(self._callback)
+        """Drop a pending call and never call again (also after Qt deleted the timer)."""
+        with contextlib.suppress(RuntimeError, TypeError):
+            self._timer.stop()
+            self._timer.timeout.disconnect(self._callback)
 
 
 class _CloseWatch(QObject):
@@ -353,3 +379,24 @@ def stop_with(native, on_close: Callable[[], None]) -> None:
     """
     native.destroyed.connect(lambda *_: on_close())
     native.installEventFilter(_CloseWatch(native, on_close))
+    _AT_EXIT.append(weakref.WeakMethod(on_close) if hasattr(on_close, "__self__") else on_close)
+    if len(_AT_EXIT) == 1:
+        atexit.register(_close_at_exit)
+
+
+#: ``on_close`` of every widget made, for :func:`_close_at_exit` (weak for methods).
+_AT_EXIT: list = []
+
+
+def _close_at_exit() -> None:
+    """Stop the widgets still open when Python exits (a script that never ran the event loop).
+
+    At exit Python deletes the Qt objects in no set order; a job still running
+    would then emit into a deleted signal object and abort the process.
+    """
+    while _AT_EXIT:
+        entry = _AT_EXIT.pop()
+        on_close = entry() if isinstance(entry, weakref.WeakMethod) else entry
+        if on_close is not None:
+            with contextlib.suppress(Exception):
+                on_close()
