@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.volumes import lung_volumes
-from ..errors import SamlungError
 from ..io.dicom_seg import is_dicom_image, write_dicom_seg
+from ..io.outputs import protecting
+from .export import choose_output, open_files, write_output
 from .layers import like_from_metadata
 from .session import LungSession
 
@@ -82,10 +83,11 @@ class SegExport:
     def export(self, path: str | Path | None = None) -> Path | None:
         """Write the output labels as a DICOM SEG; asks for a file and before replacing one.
 
-        Returns the file written, or None (nothing to write, or the user said no).
+        Never over a file open in napari (the DICOM slices included): see
+        :func:`~napari_samlung._napari.export.choose_output`.
+        Returns the file written, or None (nothing to write, refused, or the user said no).
         """
-        from napari.utils.notifications import show_error, show_info, show_warning
-        from qtpy.QtWidgets import QFileDialog, QMessageBox
+        from napari.utils.notifications import show_warning
 
         like, labels = self._like(), self._labels()
         if not is_dicom_image(like):
@@ -94,29 +96,25 @@ class SegExport:
         if labels is None or not np.asarray(labels).any():
             show_warning("no lung labels yet: segment first, then export")
             return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self.widget.native,
-                "Export as DICOM SEG",
-                f"{self.widget.image.value.name}_lungs.dcm",
-                "DICOM (*.dcm)",
-                options=QFileDialog.DontConfirmOverwrite,
-            )
-            if not path:
-                return None
-        path = Path(path)
-        if path.suffix.lower() != ".dcm":
-            path = path.with_name(path.name + ".dcm")
-        question = f"{path} exists. Replace it?"
-        if path.exists() and QMessageBox.question(
-            self.widget.native, "napari-samlung", question
-        ) != (QMessageBox.Yes):
+        sources = [like.source_path, *like.meta.get("dicom_files", ())]
+        inputs = [*(p for p in sources if p), *open_files([self.widget.viewer]), *open_files()]
+        target = choose_output(
+            self.widget.native,
+            title="Export as DICOM SEG",
+            default_name=f"{self.widget.image.value.name}_lungs.dcm",
+            file_filter="DICOM (*.dcm)",
+            suffix=".dcm",
+            path=path,
+            inputs=inputs,
+        )
+        if target is None:
             return None
-        try:
-            write_dicom_seg(path, np.asarray(labels), like, overwrite=True)
-        except SamlungError as exc:
-            show_error(str(exc))
-            return None
-        slices = int(np.count_nonzero(np.asarray(labels).reshape(len(labels), -1).any(axis=1)))
-        show_info(f"wrote the lungs of {slices} slices as DICOM SEG to {path}")
-        return path
+        labels = np.asarray(labels)
+        slices = int(np.count_nonzero(labels.reshape(len(labels), -1).any(axis=1)))
+
+        def write(p: Path) -> None:
+            with protecting(inputs):  # write_dicom_seg goes through the one atomic writer
+                write_dicom_seg(p, labels, like, overwrite=True)
+
+        done = f"wrote the lungs of {slices} slices as DICOM SEG to {target}"
+        return write_output(target, write, done)

@@ -9,10 +9,13 @@ writes them, so ``core`` does no file I/O.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,8 @@ from ..core.prompts import (
 )
 from ..core.propagation import Seed
 from ..errors import PromptError
+from .atomic import Inputs, atomic_write
+from .outputs import check_output, write_error
 
 #: Columns of the per-slice scores CSV, in order.
 CSV_FIELDS = [
@@ -86,21 +91,38 @@ def row_to_score(row: dict) -> SliceScore:
     )
 
 
-def write_scores_csv(path: str | Path, scores: Iterable[SliceScore], append: bool = False) -> None:
+def write_scores_csv(
+    path: str | Path,
+    scores: Iterable[SliceScore],
+    append: bool = False,
+    inputs: Inputs = (),
+) -> None:
     """Write per-slice scores as CSV (one row per scored slice); ``append`` adds rows.
 
     Columns are :data:`CSV_FIELDS`; Dice, Jaccard and the predicted IoU
     (``score``) are fractions in 0..1, ``seconds`` is wall time per slice.
-    The file is flushed and fsynced before returning.
+    Without ``append`` the file is replaced atomically; with it the rows are
+    appended, flushed and fsynced before returning.  ``path`` is never one of
+    ``inputs`` (:func:`~napari_samlung.io.outputs.check_output`), and an OS
+    error (a full disk) is one :class:`~napari_samlung.errors.InputFileError` line.
     """
-    path = Path(path)
-    new = not (append and path.exists())
-    with open(path, "a" if append else "w", newline="") as fh:
+    rows = [score_to_row(s) for s in scores]
+    if not append:
+        atomic_write(path, lambda tmp: _write_rows(tmp, rows, "w", True), True, inputs)
+        return
+    path = check_output(path, overwrite=True, inputs=inputs)
+    try:
+        _write_rows(path, rows, "a", not path.exists())
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+def _write_rows(path: Path, rows: list[dict], mode: str, header: bool) -> None:
+    with open(path, mode, newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        if new:
+        if header:
             writer.writeheader()
-        for s in scores:
-            writer.writerow(score_to_row(s))
+        writer.writerows(rows)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -109,6 +131,104 @@ def read_scores_csv(path: str | Path) -> list[SliceScore]:
     """Read a CSV written by :func:`write_scores_csv`."""
     with open(path, newline="") as fh:
         return [row_to_score(r) for r in csv.DictReader(fh)]
+
+
+def rows_digest(scores: Iterable[SliceScore]) -> str:
+    """SHA-256 of the CSV text of ``scores`` (as :func:`write_scores_csv` writes them).
+
+    A run record keeps it per case, so a resumed run notices any changed row.
+    """
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, fieldnames=CSV_FIELDS).writerows(score_to_row(s) for s in scores)
+    return hashlib.sha256(buffer.getvalue().encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ScoreRows:
+    """What :func:`read_score_rows` made of a scores CSV that may be damaged.
+
+    Attributes
+    ----------
+    scores : list of SliceScore
+        The rows that are whole and valid, in file order.
+    bad_cases : set of str
+        Cases named by a row that is not (a wrong field count, a non-number
+        where a number belongs, a value out of range, a torn last line).
+    dropped : int
+        Lines dropped (bad rows, garbage, a torn last line).
+    readable : bool
+        False when the header is not :data:`CSV_FIELDS` (an emptied or random
+        file): nothing in it can be trusted.
+    """
+
+    scores: list[SliceScore] = field(default_factory=list)
+    bad_cases: set[str] = field(default_factory=set)
+    dropped: int = 0
+    readable: bool = True
+
+
+def read_score_rows(path: str | Path) -> ScoreRows:
+    """Read a scores CSV, keeping only whole, valid rows; never raises on its content.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read at all (e.g. it is a folder).
+    """
+    data = Path(path).read_bytes()
+    text = data.decode("utf-8", errors="replace")
+    lines = text.splitlines(keepends=True)
+    result = ScoreRows()
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines.pop()  # torn: the write was cut short
+        result.dropped += 1
+    if not lines or next(csv.reader([lines[0]]), None) != CSV_FIELDS:
+        result.readable = False
+        result.dropped += max(len(lines) - 1, 0)
+        return result
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        try:
+            fields = next(csv.reader([line], strict=True))
+        except (csv.Error, StopIteration):
+            result.dropped += 1
+            continue
+        try:
+            result.scores.append(_checked_row(fields))
+        except ValueError:
+            result.dropped += 1
+            if fields:
+                result.bad_cases.add(fields[0])
+    return result
+
+
+def _checked_row(fields: list[str]) -> SliceScore:
+    """A :class:`SliceScore` from one CSV row, or ``ValueError`` for anything off."""
+    if len(fields) != len(CSV_FIELDS):
+        raise ValueError("wrong number of fields")
+    row = dict(zip(CSV_FIELDS, fields, strict=True))
+    if not row["case"] or not row["slice"].isdigit() or row["empty_prediction"] not in "01":
+        raise ValueError("bad case, slice or empty_prediction")
+    if len(row["empty_prediction"]) != 1:
+        raise ValueError("bad empty_prediction")
+    for key in ("dice", "jaccard", "dice_left_lung", "dice_right_lung"):
+        value = row[key]
+        if value == "" and key.startswith("dice_"):
+            continue
+        if not 0.0 <= _finite(value) <= 1.0:
+            raise ValueError(f"{key} out of range")
+    for key in ("score", "seconds"):
+        if row[key] != "":
+            _finite(row[key])
+    return row_to_score(row)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    return value
 
 
 _PROMPTS_FORMAT = '{"slices": [{"slice": K, "boxes_xyxy": [[x0, y0, x1, y1]], ...}]}'

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputFileError, ShapeMismatchError
-from .atomic import atomic_write
+from .atomic import Inputs, atomic_write
 from .geometry import display_affine, display_to_ras, from_display
 from .images import ImageData
 from .names import image_suffix
@@ -30,6 +30,7 @@ def write_labels(
     like: ImageData | None = None,
     overwrite: bool = False,
     scale_for_display: bool = False,
+    inputs: Inputs = (),
 ) -> Path:
     """Write lung labels (uint8) to ``.nii``/``.nii.gz`` or ``.png``; return the path.
 
@@ -44,6 +45,9 @@ def write_labels(
     black in an image viewer; ``scale_for_display=True`` stretches them
     (``value * (255 // max)``, e.g. 1 -> 127, 2 -> 254; a binary mask -> 255).
     Such a PNG still reads back as the same lungs with ``read_mask``.
+
+    ``path`` is never one of ``inputs`` (nor of a run's registered inputs),
+    whatever ``overwrite`` says (:func:`~napari_samlung.io.outputs.check_output`).
     """
     path = Path(path).expanduser()
     suffix = _suffix(path)
@@ -63,11 +67,13 @@ def write_labels(
             )
         if scale_for_display and array.max() > 0:
             array = array * np.uint8(255 // int(array.max()))
-        return atomic_write(path, lambda tmp: _save_png(array, tmp), overwrite)
-    return _write_nifti(path, array, like, overwrite, is_labels=True)
+        return atomic_write(path, lambda tmp: _save_png(array, tmp), overwrite, inputs)
+    return _write_nifti(path, array, like, overwrite, is_labels=True, inputs=inputs)
 
 
-def write_image(path: str | Path, image: ImageData, overwrite: bool = False) -> Path:
+def write_image(
+    path: str | Path, image: ImageData, overwrite: bool = False, inputs: Inputs = ()
+) -> Path:
     """Write an :class:`ImageData` volume to ``.nii``/``.nii.gz`` (or a 2D uint8 one to PNG).
 
     A NIfTI-sourced image goes back to its source orientation and header;
@@ -83,8 +89,10 @@ def write_image(path: str | Path, image: ImageData, overwrite: bool = False) -> 
                 f"{path}: PNG needs a 2D uint8 image, got {data.dtype} of shape {data.shape}; "
                 "write a .nii.gz instead"
             )
-        return atomic_write(path, lambda tmp: _save_png(data, tmp), overwrite)
-    return _write_nifti(path, np.asarray(image.data), image, overwrite, is_labels=False)
+        return atomic_write(path, lambda tmp: _save_png(data, tmp), overwrite, inputs)
+    return _write_nifti(
+        path, np.asarray(image.data), image, overwrite, is_labels=False, inputs=inputs
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -121,7 +129,12 @@ def _save_png(array: np.ndarray, tmp: Path) -> None:
 
 
 def _write_nifti(
-    path: Path, array: np.ndarray, like: ImageData | None, overwrite: bool, is_labels: bool
+    path: Path,
+    array: np.ndarray,
+    like: ImageData | None,
+    overwrite: bool,
+    is_labels: bool,
+    inputs: Inputs = (),
 ) -> Path:
     if array.ndim == 2:
         array = array[np.newaxis]
@@ -142,7 +155,7 @@ def _write_nifti(
         image.header["cal_min"] = 0
         image.header["cal_max"] = float(array.max()) if array.size else 0.0
         image.header["descrip"] = b"lung labels: 1 left, 2 right (napari-samlung)"
-    return atomic_write(path, lambda tmp: nib.save(image, str(tmp)), overwrite)
+    return atomic_write(path, lambda tmp: nib.save(image, str(tmp)), overwrite, inputs)
 
 
 def _to_source_nifti(array: np.ndarray, meta: dict) -> nib.Nifti1Image:

@@ -22,9 +22,12 @@ from ..core.volumes import LungVolumes, lung_volumes
 from ..core.windowing import is_prewindowed
 from ..errors import SamlungError
 from ..io import ImageData, read_mask, write_labels
-from ..io.atomic import atomic_write_text
+from ..io.atomic import Inputs, atomic_write_text
 from ..io.dicom import is_dicom_file, is_dicom_folder
 from ..io.dicom_seg import write_dicom_seg
+from ..io.names import image_suffix
+from ..io.outputs import check_output
+from ..io.writers import LABEL_SUFFIXES
 
 #: Suffix of a DICOM SEG output.
 SEG_SUFFIX = ".dcm"
@@ -44,13 +47,20 @@ def is_dicom_input(path: str | Path | None) -> bool:
 
 
 def check_label_output(output: str | Path, image_path: str | Path) -> None:
-    """Refuse, before any work, a DICOM SEG output for an input that is not DICOM.
+    """Refuse, before any work, an output type no writer has, and a DICOM SEG output for an
+    input that is not DICOM.
 
     Raises
     ------
     SamlungError
         Naming the output, why, and the fix (write ``.nii.gz``).
     """
+    suffix = SEG_SUFFIX if is_seg_path(output) else image_suffix(output)
+    if suffix not in (*LABEL_SUFFIXES, SEG_SUFFIX):
+        raise SamlungError(
+            f"{output}: cannot write this file type; use one of "
+            f"{', '.join((*LABEL_SUFFIXES, SEG_SUFFIX))}"
+        )
     if is_seg_path(output) and not is_dicom_input(image_path):
         raise SamlungError(
             f"{output}: a DICOM SEG (.dcm) output needs a DICOM input (a folder of slices), "
@@ -64,11 +74,16 @@ def write_label_file(
     image: ImageData,
     overwrite: bool = False,
     automatic: bool = False,
+    inputs: Inputs = (),
 ) -> Path:
-    """Write lung labels on the image's grid: DICOM SEG for ``.dcm``, else NIfTI/PNG."""
+    """Write lung labels on the image's grid: DICOM SEG for ``.dcm``, else NIfTI/PNG.
+
+    ``output`` is never one of ``inputs`` (:func:`~napari_samlung.io.outputs.check_output`).
+    """
     if is_seg_path(output):
+        check_output(output, overwrite=overwrite, inputs=inputs)
         return write_dicom_seg(output, labels, image, overwrite=overwrite, automatic=automatic)
-    return write_labels(output, labels, like=image, overwrite=overwrite)
+    return write_labels(output, labels, like=image, overwrite=overwrite, inputs=inputs)
 
 
 def measure(labels: np.ndarray, image: ImageData, truth: np.ndarray | None = None) -> LungVolumes:
@@ -104,8 +119,9 @@ def stats_payload(volumes: LungVolumes, image: ImageData, dice: float | None = N
     return payload
 
 
-def write_stats(path: str | Path, payload: dict, overwrite: bool = False) -> Path:
-    """Write the stats JSON atomically; returns the path."""
-    return atomic_write_text(
-        Path(path).expanduser(), json.dumps(payload, indent=2) + "\n", overwrite
-    )
+def write_stats(
+    path: str | Path, payload: dict, overwrite: bool = False, inputs: Inputs = ()
+) -> Path:
+    """Write the stats JSON atomically (never over one of ``inputs``); returns the path."""
+    text = json.dumps(payload, indent=2) + "\n"
+    return atomic_write_text(Path(path).expanduser(), text, overwrite, inputs)

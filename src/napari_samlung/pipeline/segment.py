@@ -22,7 +22,7 @@ never refined, and the automatic path refuses them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,8 @@ from ..core.propagation import PropagationResult, Seed, propagate, seeds_from_la
 from ..core.volume import CancelFn, ProgressFn, VolumeResult, segment_from_labels
 from ..errors import PromptError, SamlungError
 from ..io import ImageData, read_image, read_mask
-from ..io.atomic import check_writable
+from ..io.outputs import check_output as check_output_path
+from ..io.outputs import protecting
 from .auto import require_ct, run_auto
 from .export import write_label_file
 
@@ -60,6 +61,8 @@ class SegmentResult:
         Wall time of the segmentation, in seconds.
     written : list of int or None
         Slices the automatic path wrote a mask on; None for the other sources.
+    inputs : list of Path
+        The files the result was made from: :func:`write_result` never writes over them.
     """
 
     image: ImageData
@@ -69,6 +72,7 @@ class SegmentResult:
     propagation: PropagationResult | None = None
     seconds: float = 0.0
     written: list[int] | None = None
+    inputs: list[Path] = field(default_factory=list)
 
     def summary(self) -> Summary:
         """The Dice/Jaccard summary over the scored slices."""
@@ -153,15 +157,17 @@ def segment_from_truth(
 def check_output(output: Path, inputs: Sequence[Path | None], overwrite: bool) -> None:
     """Refuse, before any work, an output that is an input or cannot be written.
 
+    :func:`napari_samlung.io.outputs.check_output` with a probe of the folder:
+    an input however spelt (``..``, a symlink, a hard link), whatever
+    ``overwrite`` says; a folder, a missing or read-only folder, a full disk, a
+    name too long or a symlink loop.
+
     Raises
     ------
     SamlungError
-        When ``output`` is one of ``inputs``, exists without ``overwrite``, is a
-        folder or has no parent folder.
+        Naming the output, the problem and the fix.
     """
-    if any(p is not None and Path(p).resolve() == Path(output).resolve() for p in inputs):
-        raise SamlungError(f"{output} is one of the input files; choose another output name")
-    check_writable(output, overwrite)
+    check_output_path(output, overwrite=overwrite, inputs=inputs, probe=True)
 
 
 def segment_image(
@@ -209,6 +215,35 @@ def segment_image(
         For an unreadable file, a mask that does not fit, a prompt that cannot
         work, or ``auto`` on an X-ray.
     """
+    inputs = [Path(p) for p in (image_path, prompts_from, propagate_from, seed_from) if p]
+    with protecting(inputs):  # nothing written during the run may be one of them
+        result = _segment(
+            image_path,
+            config,
+            prompts_from=prompts_from,
+            propagate_from=propagate_from,
+            seed_from=seed_from,
+            seed_slice=seed_slice,
+            auto=auto,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
+    result.inputs = inputs
+    return result
+
+
+def _segment(
+    image_path: Path,
+    config: RunConfig,
+    *,
+    prompts_from: Path | None,
+    propagate_from: Path | None,
+    seed_from: Path | None,
+    seed_slice: int | None,
+    auto: bool,
+    progress: ProgressFn | None,
+    should_cancel: CancelFn | None,
+) -> SegmentResult:
     image = read_image(image_path)
     if auto:  # before loading the model
         require_ct(image, "prompt it with --prompts-from MASK or --propagate-from PROMPTS.json")
@@ -362,9 +397,11 @@ def write_result(result: SegmentResult, output: Path, overwrite: bool = False) -
     """Write the labels next to nothing of the user's (atomic; on the image's grid).
 
     ``.dcm``: a DICOM SEG of the image's DICOM series; otherwise NIfTI or PNG.
+    Never over one of ``result.inputs`` (nor the image's own file).
     """
     automatic = result.written is not None  # no person's prompts: an AUTOMATIC SEG segment
-    return write_label_file(output, result.labels, result.image, overwrite, automatic)
+    inputs = [*result.inputs, result.image.source_path]
+    return write_label_file(output, result.labels, result.image, overwrite, automatic, inputs)
 
 
 def demo_inputs(
