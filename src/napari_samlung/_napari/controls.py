@@ -18,7 +18,6 @@ from qtpy.QtWidgets import QSizePolicy, QTextEdit
 from ..core.models import public_models
 from ..core.prompts import STRATEGIES
 from ..core.windowing import WINDOW_PRESETS
-from .quality_strip import KEYS_HELP
 from .results_table import ResultsTable
 from .run_jobs import OVERWRITE_EDITED_TEXT
 from .window_sync import CUSTOM
@@ -111,7 +110,6 @@ def build_controls(w) -> None:
     for container in w:
         if isinstance(container, Container):
             container.native.layout().setContentsMargins(0, 0, 0, 0)
-    w.tooltip = KEYS_HELP
 
 
 def _row(*buttons) -> Container:

@@ -230,6 +230,13 @@ class Interactive:
     def _signature(self, prompts: SlicePrompts) -> tuple:
         return (prompts.signature(), self.session.model_key(), self.session.accepts_points)
 
+    def segment_again(self, slice_index: int) -> None:
+        """Segment the slice on screen from its prompts now, even if they did not change
+        (the user asked: a slice they painted is redone too, as one undo step)."""
+        self._last_sig.pop(int(slice_index), None)
+        self.debounce.stop()
+        self.segment_from_prompts()
+
     def segment_from_prompts(self) -> None:
         """Segment the slice on screen from its points and boxes, if they changed."""
         layers = self.layers

@@ -41,6 +41,7 @@ from .runs import Runs
 from .seg_export import SegExport
 from .session import LungSession, SegmenterFactory
 from .session_file import SessionFiles
+from .shortcuts import Shortcuts, shortcuts_help
 from .window_sync import WindowSync
 from .workers import DownloadBar, Feedback, Workers, stop_with
 
@@ -83,6 +84,8 @@ class SamLungWidget(Container):
         build_controls(self)
         self.seg_export = SegExport(self)
         self.session_files = SessionFiles(self)
+        self.shortcuts = Shortcuts(self)
+        self.tooltip = shortcuts_help()
         explicit = any(
             v is not None for v in (config.window_preset, config.window_level, config.window_width)
         )
@@ -384,6 +387,7 @@ class SamLungWidget(Container):
         self.interactive.close()
         self.runs.close()
         self.quality_view.close()
+        self.shortcuts.close()
         self.workers.close()
         layers = self.viewer.layers.events
         layers.inserted.disconnect(self._on_layers_inserted)
