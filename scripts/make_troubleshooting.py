@@ -211,7 +211,45 @@ def scenarios(tmp: Path) -> list[tuple[str, str, list[str]]]:
                 str(tmp / "p.nii.gz"),
             ],
         ),
+        (
+            "An option value makes no sense (e.g. --limit -1, --cache-limit-mb nan)",
+            "give a value in the range the line names",
+            ["evaluate", str(tmp / "xray.png"), str(tmp / "xray_mask.png"), "--limit", "-1"],
+        ),
+        (
+            "A mistyped option or choice",
+            "see the command's --help",
+            segment_xray("--strategy", "per_lung"),
+        ),
+        (
+            "The embedding cache folder is a file",
+            "point --cache-dir or $SAMLUNG_CACHE_DIR at a folder",
+            segment_xray("--cache-dir", str(tmp / "xray.png")),
+        ),
+        (
+            "A --checkpoint is a folder",
+            "point it at the .pth file inside",
+            segment_xray("--model", "vit_b", "--checkpoint", str(tmp)),
+        ),
+        (
+            "A checkpoint holds code, not only weights",
+            "use a checkpoint from a trusted source",
+            segment_xray("--model", "vit_b", "--checkpoint", _unsafe_checkpoint(tmp)),
+        ),
     ]
+
+
+def _unsafe_checkpoint(tmp: Path) -> str:
+    """A checkpoint that would run a command when unpickled without ``weights_only``."""
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo this would have run",))
+
+    path = tmp / "unsafe.pth"
+    torch.save({"model": Payload()}, path)
+    return str(path)
 
 
 def main() -> int:
