@@ -71,6 +71,21 @@ def test_reader_declines_what_it_cannot_read(tmp_path):
     assert get_reader(str(tmp_path / "four_d.npy")) is None
 
 
+def test_a_file_named_like_an_image_that_is_not_one_gets_our_reason(tmp_path, monkeypatch):
+    """Not only napari's generic "Reader ... refused the file": the file and the problem."""
+    shown = []
+    monkeypatch.setattr(
+        "napari.utils.notifications.show_warning", lambda msg: shown.append(str(msg))
+    )
+    fake = tmp_path / "xray.png"
+    fake.write_text("this is a text file, not a picture")
+    assert get_reader(str(fake)) is None
+    assert len(shown) == 1 and "xray.png" in shown[0]
+    (tmp_path / "notes.txt").write_text("hello")
+    assert get_reader(str(tmp_path / "notes.txt")) is None  # not named like ours: silent
+    assert len(shown) == 1
+
+
 def test_reader_npy_and_png(tmp_path):
     ct = (np.arange(600).reshape(30, 20) - 900).astype(np.int16)
     np.save(tmp_path / "slice.npy", ct)

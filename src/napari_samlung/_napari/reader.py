@@ -13,7 +13,8 @@
 
 The reader never raises: ``get_reader`` reads the file up front and returns
 ``None`` for anything it cannot read, so other readers get it.  A DICOM input
-it cannot read (pydicom missing, mixed series, compressed pixels) is ours to
+it cannot read (pydicom missing, mixed series, compressed pixels), or a file
+named like an image it reads (a ``.png`` that is not an image), is ours to
 explain: its one-line reason is shown as a notification.
 """
 
@@ -46,7 +47,7 @@ def get_reader(path):
     try:
         layers = _read_any(path)
     except SamlungError as exc:
-        if _is_dicom(path):  # a DICOM input we claim: say why it did not open
+        if _is_dicom(path) or _has_our_suffix(path):  # ours to explain: say why it did not open
             _notify(str(exc), warning=True)
         log.debug("napari-samlung cannot read %s: %s", path, exc)
         return None
@@ -81,6 +82,14 @@ def _read_any(path) -> list | None:
     if image_suffix(path) is None:
         return read_dicom_input(path) if is_dicom_file(path) else None
     return read_file(path)
+
+
+def _has_our_suffix(path) -> bool:
+    """A file named like an image we read (``.png``, ``.nii.gz``, ``.npy`` ...)."""
+    if isinstance(path, list | tuple):
+        return any(_has_our_suffix(p) for p in path)
+    path = Path(path)
+    return path.is_file() and image_suffix(path) is not None
 
 
 def _is_dicom(path) -> bool:
