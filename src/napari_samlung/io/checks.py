@@ -116,6 +116,17 @@ def check_size(path: Path, shape: tuple[int, ...]) -> None:
         )
 
 
+def to_float32(data: np.ndarray) -> np.ndarray:
+    """Any float array as float32; values beyond float32's range are clipped to it (no numpy
+    overflow warning), NaN/Inf kept for :func:`replace_nonfinite`."""
+    if data.dtype == np.float32:
+        return data
+    big = float(np.finfo(np.float32).max)
+    with np.errstate(over="ignore", invalid="ignore"):
+        clipped = np.where(np.isfinite(data), np.clip(data, -big, big), data)
+        return clipped.astype(np.float32)
+
+
 def replace_nonfinite(data: np.ndarray, path: Path, warn: bool = True) -> np.ndarray:
     """Replace NaN/Inf voxels by the minimum finite value (0 if none is finite).
 

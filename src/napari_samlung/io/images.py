@@ -36,7 +36,7 @@ from scipy import ndimage as ndi
 
 from ..core.labels import LEFT_LUNG, RIGHT_LUNG, to_lung_labels
 from ..errors import InputFileError, ShapeMismatchError
-from .checks import check_slice_shape, replace_nonfinite, stat_input
+from .checks import check_slice_shape, replace_nonfinite, stat_input, to_float32
 from .dicom import is_dicom_file, is_dicom_folder, read_dicom
 from .geometry import check_aligned
 from .names import IMAGE_SUFFIXES, NIFTI_SUFFIXES, NPY_SUFFIXES, RASTER_SUFFIXES, image_suffix
@@ -163,6 +163,8 @@ def read_mask(path: str | Path, like: ImageData | None = None) -> np.ndarray:
 
 #: Values under this fraction of a mask's top value are numerical noise, never a region.
 _NOISE_FRACTION = 1e-3
+#: Float masks with values beyond this are scaled down before thresholding (same result).
+_LARGE_VALUE = 1e6
 #: Values within this distance of a whole number count as that whole number (float masks).
 _WHOLE_TOLERANCE = 1e-3
 #: A value under the threshold is a region of its own, not an edge, when it holds at least
@@ -180,11 +182,11 @@ def mask_to_labels(
     """The one rule that turns the stored values of a mask file into lung labels.
 
     ==================================================  =====================================
-    stored values (NaN/Inf count as 0)                   read as
+    stored values (NaN/Inf and negatives are background) read as
     ==================================================  =====================================
     whole numbers within {0, 1, 2} with a 2, any dtype   labels as stored: 1 left, 2 right
     (uint8, int16, float32 ``{0., 1., 2.}``...)
-    bool, or a single non-zero value (0/1, 0/255, 0/3)   one mask, split into the two lungs
+    bool, or a single positive value (0/1, 0/255, 0/3)   one mask, split into the two lungs
     many grey values: anti-aliased or JPEG 0..255,       thresholded at half the foreground
     interpolation ringing (-115..342), soft 0..1         level (the median of the clearly-on
                                                          values): 127 for 0..255 masks
@@ -222,9 +224,14 @@ def mask_to_labels(
     if raw.dtype == bool or raw.size == 0:
         return to_lung_labels(raw, name=str(path))
     if np.issubdtype(raw.dtype, np.floating):
-        raw = np.where(np.isfinite(raw), raw, 0).astype(raw.dtype, copy=False)
+        raw = to_float32(raw)
+        raw = np.where(np.isfinite(raw), raw, np.float32(0))
         if _whole_labels(raw):
             raw = np.rint(raw).astype(np.uint8)  # float label maps: {0., 1., 2.} keep both lungs
+        else:
+            peak = float(np.abs(raw).max()) if raw.size else 0.0
+            if peak > _LARGE_VALUE:  # the rule is relative: scale so its sums cannot overflow
+                raw = (raw / np.float32(peak)).astype(np.float32)
     if grey_image and np.issubdtype(raw.dtype, np.integer) and len(np.unique(raw)) > 3:
         _refuse_label_image(raw, Path(path))
         raw = raw.astype(np.float32)  # anti-aliased or JPEG: the top value is spread
@@ -234,9 +241,10 @@ def mask_to_labels(
 
 
 def _whole_labels(raw: np.ndarray) -> bool:
-    """True when every value of a float mask is (within rounding) 0, 1 or 2."""
+    """True when every value of a float mask is (within rounding) 0, 1 or 2, and one is 1 or 2."""
     low, high = float(raw.min()), float(raw.max())
-    if low < -_WHOLE_TOLERANCE or high > 2 + _WHOLE_TOLERANCE:
+    # at least one lung label: a mask of only tiny values is a (faint) mask, not all zeros
+    if low < -_WHOLE_TOLERANCE or not 1 - _WHOLE_TOLERANCE <= high <= 2 + _WHOLE_TOLERANCE:
         return False
     return bool((np.abs(raw - np.rint(raw)) <= _WHOLE_TOLERANCE).all())
 

@@ -22,7 +22,7 @@ import numpy as np
 from nibabel import orientations as nio
 
 from ..errors import InputFileError
-from .checks import check_size, error_reason, replace_nonfinite
+from .checks import check_size, error_reason, replace_nonfinite, to_float32
 from .geometry import to_display
 
 #: Keys of :attr:`ImageData.meta` for NIfTI sources:
@@ -204,7 +204,7 @@ def read_nifti(
         ) from exc
     data = np.asarray(data)
     if np.issubdtype(data.dtype, np.floating) and data.dtype != np.float32:
-        data = data.astype(np.float32)  # float64, float16, float128
+        data = to_float32(data)  # float64, float16, float128
     added_axes = 0
     if data.ndim == 2:
         data = data[:, :, np.newaxis]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputFileError
-from .checks import check_size, error_reason
+from .checks import check_size, error_reason, to_float32
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -55,5 +55,5 @@ def read_npy(path: Path) -> np.ndarray:
             f"{path}: .npy file is truncated ({error_reason(exc)}); save it again with numpy.save"
         ) from exc
     if np.issubdtype(data.dtype, np.floating) and data.dtype != np.float32:
-        data = data.astype(np.float32)  # float64, float16, longdouble
+        data = to_float32(data)  # float64, float16, longdouble
     return data
