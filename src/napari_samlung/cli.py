@@ -69,17 +69,13 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _number(
-    minimum: float | None = None, *, above: bool = False, maximum: float | None = None
-) -> Callable[[str], float]:
-    """An argparse ``type``: a finite number within the bounds (``above``: > minimum)."""
+def _number(minimum: float | None = None, maximum: float | None = None) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number, ``minimum <= value <= maximum`` where given."""
     if minimum is None:
         wanted = "a finite number"
-    elif above:
-        wanted = f"a number above {minimum:g}"
-    else:
+    elif maximum is None:
         wanted = f"a number of {minimum:g} or more"
-    if maximum is not None:
+    else:
         wanted = f"a number from {minimum:g} to {maximum:g}"
 
     def parse(text: str) -> float:
@@ -89,8 +85,7 @@ def _number(
             raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {wanted}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text} is not a finite number; give {wanted}")
-        low = minimum is not None and (value <= minimum if above else value < minimum)
-        if low or (maximum is not None and value > maximum):
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"{text} is out of range; give {wanted}")
         return value
 
@@ -311,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.add_argument(
         "--threshold",
-        type=_number(0.0, maximum=1.0),
+        type=_number(0.0, 1.0),
         default=0.05,
         help="Dice difference to list (0 to 1)",
     )
