@@ -85,3 +85,19 @@ def test_multi_label_ground_truth_gets_one_error_not_a_contradiction(phantom_wid
         wait_idle(qtbot, widget)
     assert messages(shown, "error"), shown
     assert "choose a ground-truth Labels layer first" not in messages(shown)
+
+
+def test_docking_says_when_it_changes_the_display_window(make_napari_viewer, qtbot):
+    """A CT opened without our reader (contrast 'auto') gets the model's window: one notice."""
+    from napari_samlung._napari.widget import SamLungWidget
+
+    viewer = make_napari_viewer()
+    image, _ = make_phantom(PHANTOM_SHAPE)
+    layer = viewer.add_image(image.data, name="ct", contrast_limits=(-1000.0, 1000.0))
+    with capture_notifications() as shown:
+        widget = SamLungWidget(viewer, segmenter_factory=tiny_factory)
+        wait_idle(qtbot, widget)
+    text = messages(shown)
+    assert "ct: display set to the" in text and "was -1000..1000" in text
+    assert tuple(layer.contrast_limits) == widget.session.effective_window().limits_hu
+    widget.shutdown()

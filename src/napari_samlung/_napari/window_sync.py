@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import show_info, show_warning
 
 from ..core.windowing import WINDOW_PRESETS, Window
 from .layers import has_reader_window
@@ -106,8 +106,24 @@ class WindowSync:
         else:
             if enabled:
                 self.show(self.session.window)
+                self._say_if_changed(layer)
             self.apply_contrast(layer)
         self._follow(layer)
+
+    def _say_if_changed(self, layer) -> None:
+        """Say so when the display window of ``layer`` is about to change to the model's."""
+        limits = self.session.effective_window().limits_hu
+        if limits is None or getattr(layer, "rgb", False):
+            return
+        old = [float(v) for v in layer.contrast_limits]
+        if all(math.isclose(a, b, abs_tol=1.0) for a, b in zip(old, limits, strict=True)):
+            return
+        window = self.session.window
+        show_info(
+            f"{layer.name}: display set to the '{self.preset.value}' window "
+            f"(level {window.level:g}, width {window.width:g} HU; was {old[0]:g}..{old[1]:g}), "
+            "the window the model sees; change it under 'window'"
+        )
 
     def _blank(self, blank: bool) -> None:
         """Show no level or width (a dash) while there is no window (8-bit X-rays)."""
