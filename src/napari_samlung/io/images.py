@@ -181,21 +181,27 @@ def mask_to_labels(
 ) -> np.ndarray:
     """The one rule that turns the stored values of a mask file into lung labels.
 
-    ==================================================  =====================================
-    stored values (NaN/Inf and negatives are background) read as
-    ==================================================  =====================================
-    whole numbers within {0, 1, 2} with a 2, any dtype   labels as stored: 1 left, 2 right
-    (uint8, int16, float32 ``{0., 1., 2.}``...)
-    bool, or a single positive value (0/1, 0/255, 0/3)   one mask, split into the two lungs
-    many grey values: anti-aliased or JPEG 0..255,       thresholded at half the foreground
-    interpolation ringing (-115..342), soft 0..1         level (the median of the clearly-on
-                                                         values): 127 for 0..255 masks
-    several labels, most of the mask not at the top      refused: a multi-label image
-    value (organs 10..14, lobes)
-    a value under the threshold that covers a region    refused: which lung it is is unclear
-    of its own, away from the rest ({0, 3, 255})
-    negative whole numbers in an integer file            refused
-    ==================================================  =====================================
+    ====================================================  ===================================
+    stored values (NaN/Inf, and negatives in a float      read as
+    file, are background)
+    ====================================================  ===================================
+    whole numbers within {0, 1, 2} with a 1 or 2, any      labels as stored: 1 left, 2 right
+    dtype (uint8, int16, float32 ``{0., 1., 2.}``)         (only {0, 1}: one mask, split)
+    bool, or a single positive value (0/1, 0/255, 0/3)     one mask, split into the two lungs
+    many grey values: anti-aliased or JPEG 0..255,         thresholded at half the foreground
+    interpolation ringing (-115..342), soft 0..1           level (half the median of the values
+                                                           over a quarter of the top, rounded
+                                                           down on 0..255 scales): 127 for
+                                                           0..255 masks
+    several labels, most of the mask below the top value   refused: a multi-label image
+    (organs 10..14, lobes)
+    a value under the threshold covering a region of its   refused: which lung it is is unclear
+    own, away from the rest ({0, 3, 255})
+    negative whole numbers in an integer file              refused
+    ====================================================  ===================================
+
+    Values under the threshold within 8 pixels of the kept mask are edges (background);
+    the same table is in ``docs/masks.md``.
 
     Parameters
     ----------
