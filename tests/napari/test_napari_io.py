@@ -288,3 +288,31 @@ def test_manifest_contributions():
         assert command.python_name is not None
         module, _, attr = command.python_name.partition(":")
         assert hasattr(__import__(module, fromlist=[attr]), attr)
+
+
+@pytest.mark.skipif(not (DATA_DIR / "covid19_ct_slices").is_dir(), reason="no covid19_ct_slices")
+@pytest.mark.parametrize(
+    "case", ["coronacases_001_{}_slice_110", "radiopaedia_14_85914_0_{}_slice_0"]
+)
+def test_the_papers_npy_slices_open_as_their_nifti_volume_is_shown(case):
+    """Anterior up (the table under the patient), the patient's right lung (label 2) on the
+    image's left, image and mask turned alike; the console script keeps the paper's arrays."""
+    folder = DATA_DIR / "covid19_ct_slices"
+    [(image, _, kind)] = _layers(folder / f"{case.format('image')}.npy")
+    [(labels, _, mask_kind)] = _layers(folder / f"{case.format('masks')}.npy")
+    assert (kind, mask_kind) == ("image", "labels")
+    raw = np.load(folder / f"{case.format('image')}.npy")
+    assert np.squeeze(image).shape == raw.shape[::-1]
+    assert np.squeeze(labels).shape == np.squeeze(image).shape
+    labels = np.squeeze(labels)
+    cols = np.arange(labels.shape[1])
+    right, left = (cols[np.nonzero(labels == v)[1]].mean() for v in (2, 1))
+    assert right < labels.shape[1] / 2 < left  # radiological: patient's right on the left
+    # the spine (the densest pixels of the middle third) lies below the body's centre
+    image = np.squeeze(image).astype(float)
+    body_rows = np.nonzero((image > np.percentile(image, 50)).any(axis=1))[0]
+    third = image.shape[1] // 3
+    middle = image[:, third : 2 * third]
+    bone_rows = np.nonzero(middle >= np.percentile(middle, 99))[0]
+    assert bone_rows.mean() > (body_rows.min() + body_rows.max()) / 2
+    np.testing.assert_array_equal(read_image(folder / f"{case.format('image')}.npy").data, raw)

@@ -21,6 +21,8 @@ explain: its one-line reason is shown as a notification.
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,16 +113,47 @@ def read_file(path: str | Path) -> list[tuple]:
     """Layer data tuples for one image or mask file (raises on unreadable files)."""
     path = Path(path)
     image = read_image(path)
+    turn = paper_export_turn(path)
+    if turn is not None:
+        image = replace(image, data=turn(image.data), spacing_zyx_mm=image.spacing_zyx_mm[::-1])
     if is_mask(path, image.data):
         try:
             labels = read_mask(path)
         except ValueError:
             labels = None  # not lung labels (e.g. a multi-organ segmentation)
+        if labels is not None and turn is not None:
+            labels = turn(labels)
         if labels is None and np.issubdtype(image.data.dtype, np.integer):
             labels = image.data
         if labels is not None:
             return [labels_tuple(labels, image, strip_suffix(path.name))]
     return [image_tuple(image, strip_suffix(path.name))]
+
+
+#: The paper's ``.npy`` exports of COVID-19-CT-Seg slices: the case family decides how the
+#: exported slice turns into the display orientation of its NIfTI volume.
+PAPER_EXPORT = re.compile(r"^(coronacases|radiopaedia)_.*_(image|masks?)_slice_\d+\.npy$")
+
+
+def paper_export_turn(path: Path):
+    """For a slice exported by the paper's code, the function that shows it as its NIfTI
+    volume is shown (anterior up, the patient's right on the left); else None.
+
+    The paper's code swapped the first two axes of nibabel's array, so the exported
+    slice is the volume's ``(x, y)`` plane: transposing undoes that.  The coronacases
+    volumes store the y axis the other way round, so their rows are also flipped.
+    This is for display only: the console script reads the arrays as the paper did.
+    """
+    match = PAPER_EXPORT.match(path.name)
+    if match is None:
+        return None
+    flip = match.group(1) == "coronacases"
+
+    def turn(data: np.ndarray) -> np.ndarray:
+        out = np.swapaxes(np.asarray(data), -1, -2)
+        return np.ascontiguousarray(out[..., ::-1, :] if flip else out)
+
+    return turn
 
 
 def is_mask(path: Path, data: np.ndarray) -> bool:
