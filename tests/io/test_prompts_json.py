@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from napari_samlung.core.prompts import MAX_COORDINATE, MAX_POINTS_PER_SLICE
-from napari_samlung.errors import PromptError
+from napari_samlung.errors import PromptError, SamlungError
 from napari_samlung.io.tables import MAX_PROMPTS_BYTES, seeds_from_json
 
 SHAPE = (6, 40, 50)
@@ -164,3 +164,17 @@ def test_a_box_beyond_the_image_but_within_the_limit_is_kept_for_clipping(tmp_pa
 def test_refusals_name_the_entry(tmp_path):
     spec = {"slices": [{"slice": 1, "boxes_xyxy": [BOX]}, {"slice": 2, "box_labels": [7]}]}
     assert "slice entry 1 is malformed" in _refusal(tmp_path, spec)
+
+
+def test_a_prompts_path_that_is_a_folder_a_loop_or_missing(tmp_path):
+    with pytest.raises(PromptError, match="prompts file is a folder"):
+        seeds_from_json(tmp_path, SHAPE)
+    with pytest.raises(PromptError, match="prompts file not found"):
+        seeds_from_json(tmp_path / "missing.json", SHAPE)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(SamlungError, match="symbolic link loop"):
+        seeds_from_json(a, SHAPE)
+    with pytest.raises(SamlungError, match="too long for the file system"):
+        seeds_from_json(tmp_path / ("p" * 300 + ".json"), SHAPE)

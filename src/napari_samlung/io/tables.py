@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from ..core.prompts import (
 from ..core.propagation import Seed
 from ..errors import PromptError
 from .atomic import Inputs, atomic_write
+from .checks import stat_input
 from .outputs import check_output, write_error
 
 #: Columns of the per-slice scores CSV, in order.
@@ -261,8 +263,12 @@ def seeds_from_json(path: str | Path, shape: tuple[int, ...]) -> list[Seed]:
         not JSON, too large or too deeply nested, wrong types, counts or values.
     """
     path = Path(path)
+    info = stat_input(path)  # a link loop or an over-long name: one line
+    if info is None or stat.S_ISDIR(info.st_mode):
+        problem = "not found" if info is None else "is a folder"
+        raise PromptError(f"{path}: prompts file {problem}; give the path of a .json file")
     try:
-        size = path.stat().st_size
+        size = info.st_size
         if size > MAX_PROMPTS_BYTES:
             raise PromptError(
                 f"{path}: prompts file is {size} bytes, more than the limit of "
