@@ -220,9 +220,10 @@ def _checked_row(fields: list[str]) -> SliceScore:
             continue
         if not 0.0 <= _finite(value) <= 1.0:
             raise ValueError(f"{key} out of range")
-    for key in ("score", "seconds"):
-        if row[key] != "":
-            _finite(row[key])
+    if row["score"] != "":
+        _finite(row["score"])
+    if row["seconds"] != "" and _finite(row["seconds"]) < 0:
+        raise ValueError("negative seconds")
     return row_to_score(row)
 
 
