@@ -236,6 +236,57 @@ def scenarios(tmp: Path) -> list[tuple[str, str, list[str]]]:
             "use a checkpoint from a trusted source",
             segment_xray("--model", "vit_b", "--checkpoint", _unsafe_checkpoint(tmp)),
         ),
+        *_output_scenarios(tmp),
+    ]
+
+
+def _output_scenarios(tmp: Path) -> list[tuple[str, str, list[str]]]:
+    """Outputs: an input (by any name), a folder in use, a damaged run record, a long name."""
+    from napari_samlung.io.outputs import LOCK_NAME
+
+    xray, mask = str(tmp / "xray.png"), str(tmp / "xray_mask.png")
+    os.link(mask, tmp / "mask_link.png")
+    busy, damaged = tmp / "busy_run", tmp / "damaged_run"
+    busy.mkdir()
+    (busy / LOCK_NAME).write_text(f"{os.getppid()} another run\n")  # a live process
+    damaged.mkdir()
+    (damaged / "cases.json").write_text('{"settings": {"model": "lite_')
+    (damaged / "per_slice.csv").write_text("case,slice\n")
+    evaluate = ["evaluate", xray, mask]
+    return [
+        (
+            "An output is one of the inputs (by any name: a link, `..`; even with --overwrite)",
+            "choose another output name",
+            [
+                "segment",
+                xray,
+                "--prompts-from",
+                mask,
+                "-o",
+                str(tmp / "mask_link.png"),
+                "--overwrite",
+            ],
+        ),
+        (
+            "Another run is using the --out folder",
+            "wait for it or choose another --out",
+            [*evaluate, "--out", str(busy), "--overwrite"],
+        ),
+        (
+            "The run record of --resume is damaged beyond repair",
+            "start again with --overwrite",
+            [*evaluate, "--out", str(damaged), "--resume"],
+        ),
+        (
+            "An output name is longer than the file system allows",
+            "choose a shorter name",
+            ["segment", xray, "--prompts-from", mask, "-o", str(tmp / ("n" * 300 + ".png"))],
+        ),
+        (
+            "An output type no writer has",
+            "use .nii.gz, .nii, .png or .dcm",
+            ["segment", xray, "--prompts-from", mask, "-o", str(tmp / "mask.txt")],
+        ),
     ]
 
 
