@@ -409,8 +409,9 @@ def test_plugin_entry_points_in_napari(make_napari_viewer, qtbot, tmp_path, monk
         "napari_samlung._napari.session.default_segmenter_factory",
         lambda model_id, checkpoint, device, progress=None: box_only_factory(),
     )
-    _, widget = viewer.window.add_plugin_dock_widget("napari-samlung", "SAM lung segmentation")
-    widget = getattr(widget, "_magic_widget", widget)
+    _, dock = viewer.window.add_plugin_dock_widget("napari-samlung", "SAM lung segmentation")
+    qtbot.waitUntil(lambda: dock.ready, timeout=120_000)  # PyTorch loads in the background
+    widget = dock.widget
     assert widget.image.value is ct and widget.ground_truth.value is gt
     wait_idle(qtbot, widget)
     layers = viewer.open_sample("napari-samlung", "phantom")

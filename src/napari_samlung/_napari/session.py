@@ -9,6 +9,7 @@ is safe to call from a worker thread; the widget decides which thread.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,6 +47,40 @@ def default_segmenter_factory(
 ) -> Segmenter:
     """Build a registered model (weights are downloaded once where allowed)."""
     return Segmenter.from_registry(model_id, checkpoint, device, progress=progress)
+
+
+#: Overrides :func:`interactive_threads` (a whole number of CPU threads for PyTorch).
+THREADS_ENV = "SAMLUNG_TORCH_THREADS"
+
+
+def interactive_threads(cores: int | None = None) -> int:
+    """PyTorch's CPU threads in the widget: all cores but one, which is left to napari.
+
+    On a 2-core machine two PyTorch threads fought the GUI thread and each other: one
+    cached prompt -> mask call took p50 704 ms with 2 threads against 34 ms with 1
+    (``benchmarks/ui_stalls.py`` measures the widget with both).  ``$SAMLUNG_TORCH_THREADS``
+    overrides the choice.
+    """
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise SamlungError(
+                f"${THREADS_ENV}={value!r} is not a whole number; unset it or set e.g. 1"
+            ) from None
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def use_interactive_threads() -> int:
+    """Set PyTorch's CPU threads for the widget (:func:`interactive_threads`); returns it."""
+    import torch
+
+    n = interactive_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
 
 
 class LungSession:
@@ -211,6 +246,7 @@ class LungSession:
         """
         with self._model_lock:
             if self._segmenter is None:
+                use_interactive_threads()
                 self._segmenter = self.segmenter_factory(
                     self.model_id, self.checkpoint, self.device, on_download
                 )
