@@ -14,6 +14,7 @@ import gzip
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -237,6 +238,84 @@ def scenarios(tmp: Path) -> list[tuple[str, str, list[str]]]:
             segment_xray("--model", "vit_b", "--checkpoint", _unsafe_checkpoint(tmp)),
         ),
         *_output_scenarios(tmp),
+        *_input_scenarios(tmp),
+    ]
+
+
+def _input_scenarios(tmp: Path) -> list[tuple[str, str, list[str]]]:
+    """Inputs read wrongly or with a traceback before: masks, EXIF, voxel types, prompts."""
+    xray, mask = tmp / "xray.png", tmp / "xray_mask.png"
+    odd = np.zeros((32, 32), np.uint8)
+    odd[2:10, 2:10], odd[20:30, 20:30] = 3, 255
+    Image.fromarray(odd).save(tmp / "odd_mask.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp / "odd.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(np.zeros((16, 24), np.uint8)).save(tmp / "tilted.jpg", exif=exif)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp / "tilted_mask.png")
+    rgb = np.zeros((8, 16, 16), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp / "rgb.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 16, 16), np.complex64), np.eye(4)), tmp / "cx.nii.gz")
+    Image.fromarray(np.zeros((4, 1000), np.uint8)).save(tmp / "strip.png")
+    (tmp / "loop.png").symlink_to(tmp / "loop.png")
+    boxes = {"slices": [{"slice": 0, "boxes_xyxy": [[2, 2, 12, 12]], "box_labels": [7]}]}
+    (tmp / "labels7.json").write_text(json.dumps(boxes))
+    nan = {"slices": [{"slice": 0, "points_rc": [[float("nan"), 3]], "point_labels": [1]}]}
+    (tmp / "nan.json").write_text(json.dumps(nan))
+    (tmp / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+
+    def propagate(prompts: str) -> list[str]:
+        return [
+            "segment",
+            str(xray),
+            "--propagate-from",
+            str(tmp / prompts),
+            "-o",
+            str(tmp / "q.png"),
+        ]
+
+    def auto(image: str) -> list[str]:
+        return ["segment", str(tmp / image), "--auto", "-o", str(tmp / "a.nii.gz")]
+
+    return [
+        (
+            "A mask holds a value that is neither background nor clearly lung (e.g. {0, 3, 255})",
+            "save it as 0/1/2 lung labels or as a binary 0/255 mask",
+            ["evaluate", str(tmp / "odd.png"), str(tmp / "odd_mask.png")],
+        ),
+        (
+            "An X-ray has an EXIF orientation tag (a warning: it is applied, as viewers do)",
+            "save it upright without the tag to silence it",
+            ["evaluate", str(tmp / "tilted.jpg"), str(tmp / "tilted_mask.png")],
+            "EXIF",
+        ),
+        ("A NIfTI holds colour (RGB) voxels", "save a greyscale volume", auto("rgb.nii.gz")),
+        ("A NIfTI holds complex voxels", "save the magnitude or the real part", auto("cx.nii.gz")),
+        (
+            "An image is a thin strip (e.g. 4 x 1000 pixels)",
+            "check it is the whole image",
+            ["evaluate", str(tmp / "strip.png"), str(mask)],
+        ),
+        (
+            "An input is a symbolic link loop",
+            "give the file's own path",
+            ["evaluate", str(tmp / "loop.png"), str(mask)],
+        ),
+        (
+            "A prompts file names a lung other than 1 (left) or 2 (right)",
+            "use 1, 2 or null",
+            propagate("labels7.json"),
+        ),
+        (
+            "A prompts file has a point that is not a number",
+            "place the point again",
+            propagate("nan.json"),
+        ),
+        (
+            "A prompts file is nested too deeply",
+            "write the documented format",
+            propagate("deep.json"),
+        ),
     ]
 
 
@@ -313,7 +392,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         os.environ["SAMLUNG_CACHE_DIR"] = str(tmp / "cache")  # no cached weights: download
         rows = [
-            (what, fix, run(*rest).replace(tmp_name, "…"))
+            (what, fix, re.sub(r"pid \d+", "pid N", run(*rest).replace(tmp_name, "…")))
             for what, fix, *rest in scenarios(tmp) + dicom_scenarios(tmp)
         ]
     body = [
