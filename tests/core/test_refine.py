@@ -64,6 +64,24 @@ def test_air_is_named_after_the_lung_that_overlaps_it():
     assert not dropped[6:9, 6:9].any()
 
 
+def test_air_of_two_touching_lungs_is_split_between_the_model_lungs():
+    """At the anterior junction the two lungs' air is one piece; it must not all go to the
+    lung that covers more of it (id003 slices 43-49 lost their right lung that way)."""
+    air = np.zeros((20, 30), bool)
+    air[4:16, 3:27] = True  # one piece spanning both lungs
+    model = np.zeros((20, 30), np.uint8)
+    model[4:16, 3:16] = 1  # the larger lung
+    model[5:15, 17:26] = 2
+    owner = assign_air_to_lungs(air, np.zeros_like(model), model)
+    assert set(np.unique(owner[air])) == {1, 2}
+    assert (owner[4:16, 3:15] == 1).all() and (owner[5:15, 18:26] == 2).all()
+    stray = model.copy()
+    stray[:] = 0
+    stray[4:16, 3:27] = 1
+    stray[10, 20] = 2  # one stray pixel does not split a lung
+    assert set(np.unique(assign_air_to_lungs(air, model, stray)[air])) == {1}
+
+
 def test_shapes_must_match():
     with pytest.raises(ValueError, match="differ"):
         refine_with_candidates(np.zeros((4, 4)), np.zeros((5, 5)))

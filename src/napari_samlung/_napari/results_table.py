@@ -141,7 +141,7 @@ class ResultsTable:
 
     def _fit(self) -> None:
         table = self.table
-        height = table.horizontalHeader().sizeHint().height() + 4
+        height = table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth() + 4
         height += table.verticalHeader().defaultSectionSize() * table.rowCount()
         table.setFixedHeight(height)
 

@@ -116,6 +116,11 @@ def refine_with_candidates(
     return out
 
 
+#: A piece of air is split between the two model lungs when the smaller share covers at
+#: least this fraction of the piece's overlap with them (below it, it is a stray pixel).
+SHARED_PIECE_FRACTION = 0.05
+
+
 def assign_air_to_lungs(
     aerated: np.ndarray,
     candidate_labels: np.ndarray,
@@ -123,7 +128,8 @@ def assign_air_to_lungs(
     *,
     keep_unmatched: bool = True,
 ) -> np.ndarray:
-    """Each connected piece of aerated lung joins the model lung it overlaps most.
+    """Each connected piece of aerated lung joins the model lung it overlaps most; a piece
+    both model lungs cover (they touch) is split, each pixel to the nearer model lung.
 
     This names the air by the model's (or the user's) lungs, whatever side
     rule made the candidates.  A piece that overlaps no model lung keeps its
@@ -141,6 +147,16 @@ def assign_air_to_lungs(
     names[counts.sum(axis=1) == 0] = 0
     names[0] = 0
     owner = names[pieces]
+    # a piece that both model lungs cover (the lungs touch at the anterior junction) is
+    # split between them, each pixel going to the nearer model lung
+    shared = np.flatnonzero(counts.min(axis=1) >= SHARED_PIECE_FRACTION * counts.sum(axis=1))
+    shared = shared[(shared > 0) & (counts[shared].min(axis=1) > 0)]
+    if len(shared):
+        lungs = np.clip(model_labels, 0, 2)
+        _, (rows, cols) = ndi.distance_transform_edt(lungs == 0, return_indices=True)
+        nearest = lungs[rows, cols]
+        split = np.isin(pieces, shared)
+        owner[split] = nearest[split]
     if keep_unmatched:
         unmatched = (owner == 0) & aerated
         owner[unmatched] = candidate_labels[unmatched]
