@@ -407,6 +407,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             seed_slice=args.seed_slice,
             auto=args.auto,
             progress=progress,
+            output=args.output,
         )
     if result.written is not None:
         slices = result.labels.shape[0] if result.labels.ndim == 3 else 1

@@ -513,6 +513,21 @@ def test_output_problems_are_found_before_the_model_runs(xray, tmp_path, monkeyp
     assert "the disk is full" in one_error(capsys, [*evaluate, "--json", tmp_path / "s.json"])
 
 
+def test_a_png_output_for_a_volume_is_refused_before_the_model_runs(tmp_path, monkeypatch, capsys):
+    from napari_samlung.io import write_image, write_labels
+    from napari_samlung.io.phantom import make_phantom
+
+    image, labels = make_phantom((6, 32, 32))
+    ct = write_image(tmp_path / "ct.nii.gz", image)
+    mask = write_labels(tmp_path / "ct_mask.nii.gz", labels, like=image)
+    _no_model(monkeypatch)
+    line = one_error(
+        capsys, ["segment", ct, "--prompts-from", mask, *TINY, "-o", tmp_path / "out.png"]
+    )
+    assert "out.png: a PNG holds one 2D image, but the input has 6 slices" in line
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_per_slice_csv_that_is_a_folder(xray, tmp_path, monkeypatch, capsys):
     image, mask = xray
     out = tmp_path / "run"

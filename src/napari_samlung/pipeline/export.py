@@ -46,6 +46,17 @@ def is_dicom_input(path: str | Path | None) -> bool:
     return is_dicom_folder(path) if path.is_dir() else is_dicom_file(path)
 
 
+def check_output_fits(output: str | Path, image) -> None:
+    """Refuse, once the image is read and before any model call, a 2D output type (PNG)
+    for a volume of several slices."""
+    data = np.asarray(image.data)
+    if image_suffix(output) == ".png" and data.ndim == 3 and data.shape[0] > 1:
+        raise SamlungError(
+            f"{output}: a PNG holds one 2D image, but the input has {data.shape[0]} slices; "
+            "write the labels as .nii.gz"
+        )
+
+
 def check_label_output(output: str | Path, image_path: str | Path) -> None:
     """Refuse, before any work, an output type no writer has, and a DICOM SEG output for an
     input that is not DICOM.

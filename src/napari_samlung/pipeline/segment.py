@@ -38,7 +38,7 @@ from ..io import ImageData, read_image, read_mask
 from ..io.outputs import check_output as check_output_path
 from ..io.outputs import protecting
 from .auto import require_ct, run_auto
-from .export import write_label_file
+from .export import check_output_fits, write_label_file
 
 
 @dataclass
@@ -181,6 +181,7 @@ def segment_image(
     auto: bool = False,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    output: Path | None = None,
 ) -> SegmentResult:
     """Read an image, segment it from exactly one source of prompts, score where possible.
 
@@ -204,6 +205,8 @@ def segment_image(
     progress, should_cancel : callable, optional
         ``progress(done, total)`` per slice; ``should_cancel()`` stops after a
         slice (the result keeps the slices done).
+    output : Path, optional
+        Where the labels will go: checked against the image before any model call.
 
     Returns
     -------
@@ -227,6 +230,7 @@ def segment_image(
             auto=auto,
             progress=progress,
             should_cancel=should_cancel,
+            output=output,
         )
     result.inputs = inputs
     return result
@@ -243,8 +247,11 @@ def _segment(
     auto: bool,
     progress: ProgressFn | None,
     should_cancel: CancelFn | None,
+    output: Path | None = None,
 ) -> SegmentResult:
     image = read_image(image_path)
+    if output is not None:
+        check_output_fits(output, image)  # before loading the model
     if auto:  # before loading the model
         require_ct(image, "prompt it with --prompts-from MASK or --propagate-from PROMPTS.json")
     segmenter = config.make_segmenter()
