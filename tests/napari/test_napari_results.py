@@ -129,3 +129,12 @@ def test_a_script_that_closes_the_viewer_while_a_job_runs_exits_cleanly(tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
     assert "closed" in result.stdout
     assert "has been deleted" not in result.stderr
+
+
+def test_the_ground_truth_contour_is_drawn_above_the_output(phantom_widget, qtbot):
+    viewer, widget, _ = phantom_widget
+    widget.segment_volume_button.clicked()
+    wait_idle(qtbot, widget)
+    layers = viewer.layers
+    truth, output = widget.ground_truth.value, widget.image_layers.writer.layer
+    assert layers.index(truth) > layers.index(output)

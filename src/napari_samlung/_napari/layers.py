@@ -356,7 +356,20 @@ class ImageLayers:
             layer = output_layer_for(self.viewer, self.image_layer, self.shape)
             self.set_output(layer)
             self.on_output_made(layer)
+            self.truth_above_output()
         return self.writer
+
+    def truth_above_output(self) -> None:
+        """Put the ground truth's contour just above the output labels, so both show."""
+        truth, writer = self.truth_layer, self.writer
+        if truth is None or writer is None:
+            return
+        layers = self.viewer.layers
+        if truth not in layers or writer.layer not in layers:
+            return
+        here, output = layers.index(truth), layers.index(writer.layer)
+        if here < output:
+            layers.move(here, output + 1)  # napari inserts before the destination index
 
     def _on_user_edit(self, slices: set[int]) -> None:
         """The user painted: rescore those slices now (the watch need not)."""
@@ -392,6 +405,7 @@ class ImageLayers:
         if layer is not None and layer is not self.truth_layer:
             self._truth_style = show_as_truth(layer)
         self.truth_layer = layer
+        self.truth_above_output()
         self.session.truth = None
         self._truth_dirty = True
         if layer is not None:
