@@ -14,6 +14,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -486,7 +487,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         if labels is not None:
             print(heading, flush=True)
-        open_viewer(image, labels, cfg)
+        window = cfg.window()  # the window the heading names, as in the headless run
+        open_viewer(
+            image, labels, replace(cfg, window_level=window.level, window_width=window.width)
+        )
         return 0
     if labels is None:
         raise SamlungError(

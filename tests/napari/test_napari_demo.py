@@ -45,12 +45,17 @@ def test_desktop_demo_opens_napari_segments_and_prints_the_summary(
     assert out.startswith("segmenting phantom (24, 128, 128) with micro_random")
     assert "scored slices 18" in out and "Dice" in out and "median" in out
     viewer = made["viewer"]
-    assert [layer.name for layer in viewer.layers][:2] == ["phantom", "phantom ground truth"]
+    names = [layer.name for layer in viewer.layers]
+    assert names[0] == "phantom" and "phantom ground truth" in names
     widget = viewer.window.dock_widgets[launch.WIDGET_NAME]
     widget = getattr(widget, "_magic_widget", widget)
     assert not widget.runs.running
     assert widget.image_layers.output().layer.data.any()
     assert "not scored yet" not in widget.readout_text()
+    # the window the heading names (the headless demo's) is the one the widget used: with
+    # LiteMedSAM both demos print the same summary (Dice 99.13; the random model here is
+    # too sensitive to batching for an exact comparison)
+    assert widget.session.effective_window().describe() in out.splitlines()[0]
 
 
 def test_demo_without_a_qt_binding_says_what_to_install_and_runs_headless(
