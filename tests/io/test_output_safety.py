@@ -546,3 +546,25 @@ def test_out_that_is_a_symlink_loop(xray, tmp_path, monkeypatch, capsys):
     _no_model(monkeypatch)
     line = one_error(capsys, ["evaluate", image, mask, "--out", loop, *TINY])
     assert "cannot create the output folder (a symlink loop" in line
+
+
+def test_the_embedding_cache_never_writes_or_evicts_an_input(tmp_path):
+    """The cache is in the core; the I/O layer's one rule reaches it through core.write_guard."""
+    import torch
+
+    from napari_samlung.core.cache import DiskCache
+    from napari_samlung.core.embedding import Embedding
+
+    cache = DiskCache(tmp_path, limit_mb=1)
+    key = "model|image-hash"
+    victim = cache.path_for(key)  # an input that happens to have the entry's name
+    victim.write_bytes(b"the user's file")
+    before = digest(victim)
+    emb = Embedding(torch.zeros(1, 4, 8, 8), (32, 32), (32, 32))
+    with outputs.protecting([victim]), pytest.warns(UserWarning, match="one of the input"):
+        assert cache.put(key, emb) is None
+    assert digest(victim) == before
+    with outputs.protecting([victim]):
+        cache.limit_bytes = 0
+        cache.evict()
+    assert digest(victim) == before

@@ -63,7 +63,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import OptionError, SamlungWarning
+from ..errors import OptionError, SamlungError, SamlungWarning
+from . import write_guard
 
 MAGIC = b"SAMLEMB\0"
 FORMAT_VERSION = 2
@@ -259,10 +260,14 @@ class DiskCache:
                     fh.write(_LEN.pack(len(head)))
                     fh.write(head)
                     fh.write(payload)
+                write_guard.check(path)  # never an input, whatever the folder holds
                 os.replace(tmp, path)
             except BaseException:
                 _unlink(Path(tmp))
                 raise
+        except SamlungError as exc:  # the entry's name is one of the run's inputs
+            self._warn_once("input", f"embedding cache {self.root}: not written: {exc}")
+            return None
         except OSError as exc:
             self._warn_once(
                 "write",
@@ -306,6 +311,10 @@ class DiskCache:
             for _, _, path, size in stats:
                 if total <= self.limit_bytes:
                     break
+                try:
+                    write_guard.check(path)
+                except SamlungError:  # an input that happens to sit in the cache folder
+                    continue
                 _unlink(path)
                 total -= size
                 removed += 1

@@ -27,6 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import write_guard
 from ..errors import InputFileError
 
 PathLike = str | os.PathLike
@@ -373,3 +374,11 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _guard_core_writes(path: Path) -> None:
+    """The embedding cache's files obey the same rule (see ``core.write_guard``)."""
+    check_output(path, overwrite=True)
+
+
+write_guard.set_guard(_guard_core_writes)
