@@ -7,7 +7,7 @@ prompt layers of :class:`~napari_samlung._napari.layers.ImageLayers`:
   time; the latest slice asked for wins);
 - an edit of the points or boxes is debounced (:attr:`Interactive.debounce`)
   and then segments that slice, unless its prompts did not really change;
-- "Segment slice from ground truth" shows the generated prompts and segments;
+- "Slice from GT" shows the generated prompts and segments;
 - "Clear slice" erases the slice's labels and prompts.
 
 Every model call is a job of :class:`~napari_samlung._napari.workers.Workers`;
