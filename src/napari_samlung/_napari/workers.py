@@ -151,7 +151,7 @@ def _guard(job: Callable[..., Generator]) -> Callable[..., Generator]:
 # --------------------------------------------------------------------------- on the main thread
 
 
-#: How long closing the widget waits for a running job to reach its next yield (s).
+#: How long Python's exit waits for a job still running to reach its next yield (s).
 CLOSE_WAIT_S = 30.0
 
 
@@ -168,6 +168,7 @@ class Workers:
         self.downloads = downloads
         self._live: set = set()
         self._closed = False
+        _ALL_WORKERS.add(self)
 
     @property
     def busy(self) -> bool:
@@ -231,21 +232,23 @@ class Workers:
         for worker in list(self._live):
             worker.quit()
 
-    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
-        """Stop every job and wait for it (up to ``wait_s``); from now on no callback runs.
+    def close(self) -> None:
+        """Stop every job (at its next yield); from now on no callback runs.
 
-        The widget is going away.  When the viewer closes, Qt deletes the
-        workers' signal objects next; a job still running would then emit into a
-        deleted object and abort the process, so its thread is waited for.
+        It does not wait: a job still running when Python exits is waited for
+        by :func:`_close_at_exit`.
         """
         self._closed = True
         self.quit_all()
-        deadline = time.monotonic() + wait_s
-        while any(_is_running(w) for w in self._live) and time.monotonic() < deadline:
-            time.sleep(0.02)  # each job stops at its next yield (one slice, one step)
-        time.sleep(0.05 if self._live else 0)  # let a thread finish its last emit
         if self.downloads is not None:
             self.downloads.close()
+
+    def wait(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Wait (up to ``wait_s``) until no job's thread runs any more."""
+        deadline = time.monotonic() + wait_s
+        while any(_is_running(w) for w in list(self._live)) and time.monotonic() < deadline:
+            time.sleep(0.02)  # each job stops at its next yield (one slice, one step)
+        time.sleep(0.05 if self._live else 0)  # let a thread finish its last emit
 
 
 def _is_running(worker) -> bool:
@@ -380,8 +383,6 @@ def stop_with(native, on_close: Callable[[], None]) -> None:
     native.destroyed.connect(lambda *_: on_close())
     native.installEventFilter(_CloseWatch(native, on_close))
     _AT_EXIT.append(weakref.WeakMethod(on_close) if hasattr(on_close, "__self__") else on_close)
-    if len(_AT_EXIT) == 1:
-        atexit.register(_close_at_exit)
 
 
 #: ``on_close`` of every widget made, for :func:`_close_at_exit` (weak for methods).
@@ -389,10 +390,11 @@ _AT_EXIT: list = []
 
 
 def _close_at_exit() -> None:
-    """Stop the widgets still open when Python exits (a script that never ran the event loop).
+    """Stop the widgets still open when Python exits, and wait for their running jobs.
 
     At exit Python deletes the Qt objects in no set order; a job still running
-    would then emit into a deleted signal object and abort the process.
+    would then emit into a deleted signal object and abort the process (closing
+    napari's window ends ``napari.run()``, and then Python exits).
     """
     while _AT_EXIT:
         entry = _AT_EXIT.pop()
@@ -400,3 +402,12 @@ def _close_at_exit() -> None:
         if on_close is not None:
             with contextlib.suppress(Exception):
                 on_close()
+    for workers in list(_ALL_WORKERS):
+        with contextlib.suppress(Exception):
+            workers.quit_all()
+            workers.wait()
+
+
+#: Every :class:`Workers` made (weakly), for :func:`_close_at_exit`.
+_ALL_WORKERS: weakref.WeakSet = weakref.WeakSet()
+atexit.register(_close_at_exit)
