@@ -40,6 +40,7 @@ from ..io.session_file import (
     write_session,
 )
 from .controls import DEVICES
+from .export import layer_files
 from .layers import like_from_metadata, samlung_meta
 from .prompt_layers import (
     POSITIVE_FEATURE,
@@ -61,20 +62,6 @@ FILE_FILTER = "napari-samlung session (*.json)"
 
 #: ``confirm(question) -> bool``: may an existing file be replaced?
 Confirm = Callable[[str], bool]
-
-
-def layer_source_paths(layer) -> list[Path]:
-    """The files a layer was read from: our reader's record, then napari's ``source``."""
-    if layer is None:
-        return []
-    found: list[Path] = []
-    entry = samlung_meta(getattr(layer, "metadata", None)) or {}
-    if entry.get("source_path"):
-        found.append(Path(entry["source_path"]))
-    source = getattr(getattr(layer, "source", None), "path", None)
-    if source:
-        found.append(Path(source))
-    return found
 
 
 class SessionFiles:
@@ -109,7 +96,11 @@ class SessionFiles:
 
     def image_path(self) -> Path | None:
         """The file (or DICOM folder) the image layer was read from, if known."""
-        paths = layer_source_paths(self.widget.image.value)
+        layer = self.widget.image.value
+        recorded = (samlung_meta(getattr(layer, "metadata", None)) or {}).get("source_path")
+        if recorded:  # our reader's record comes first (a DICOM series: its folder)
+            return Path(recorded)
+        paths = layer_files(layer) if layer is not None else []
         return paths[0] if paths else None
 
     def default_path(self) -> Path:
@@ -129,7 +120,7 @@ class SessionFiles:
             role = (samlung_meta(getattr(layer, "metadata", None)) or {}).get("role")
             if role in ("image", "ground_truth"):
                 layers.append(layer)
-        return [p for layer in layers for p in layer_source_paths(layer)]
+        return [p for layer in layers if layer is not None for p in layer_files(layer)]
 
     def hint(self, value=None) -> None:
         """Say, once per session file, that the image just chosen has a saved session."""
@@ -181,9 +172,7 @@ class SessionFiles:
             sides = box_sides(boxes_xyxy, midline)
             slices.append(SavedSlice(z, here.points_rc, labels, boxes_xyxy, sides))
         windowed = session.windowable
-        checkpoint = w.checkpoint.value
-        if checkpoint is None or str(checkpoint) in ("", ".") or Path(checkpoint).is_dir():
-            checkpoint = None
+        checkpoint = w._checkpoint_path()
         writer = layers.writer
         image_path = self.image_path()
         return SessionFile(
