@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import xxhash
 
 from ..core.labels import LEFT_LUNG, RIGHT_LUNG
 from ..core.volumes import voxel_size
+from .labels_history import slice_fingerprints
 
 #: Row names, in order.
 ROWS = ("Dice", "Jaccard", "Dice left", "Dice right", "left", "right", "total")
@@ -35,11 +35,11 @@ class LungCounts:
         """``(n_slices, 2)`` counts of (left, right); only changed slices are recounted."""
         data = np.asarray(labels)
         parts = [data] if data.ndim == 2 else list(data)
+        prints = slice_fingerprints(data)
         if len(parts) != len(self._prints):
             self._prints = [0] * len(parts)
             self._counts = [(-1, -1)] * len(parts)
-        for z, part in enumerate(parts):
-            digest = xxhash.xxh3_64_intdigest(np.ascontiguousarray(part))
+        for z, (part, digest) in enumerate(zip(parts, prints, strict=True)):
             if digest != self._prints[z] or self._counts[z][0] < 0:
                 values = np.bincount(part.ravel().astype(np.intp, copy=False), minlength=3)
                 self._counts[z] = (int(values[LEFT_LUNG]), int(values[RIGHT_LUNG]))
