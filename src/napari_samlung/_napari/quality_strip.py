@@ -8,7 +8,9 @@ with the CT's air, else the model's predicted IoU; see
 the slice on screen is marked, and a click goes to that slice.
 
 :class:`QualityView` keeps the strip and its one-line caption up to date and
-binds :data:`NEXT_DOUBTFUL_KEY` and :data:`PREVIOUS_DOUBTFUL_KEY` on the viewer.
+moves to the next or previous doubtful slice; the keys for that
+(:data:`NEXT_DOUBTFUL_KEY`, :data:`PREVIOUS_DOUBTFUL_KEY`) are bound with the
+widget's other keys in :mod:`~napari_samlung._napari.shortcuts`.
 """
 
 from __future__ import annotations
@@ -108,12 +110,12 @@ class QualityStrip(QWidget):
 
 
 class QualityView:
-    """The strip and its caption for one widget, and the doubtful-slice keys of the viewer.
+    """The strip and its caption for one widget; moves to doubtful slices.
 
     Parameters
     ----------
     viewer
-        The napari viewer (keys are bound on it).
+        The napari viewer (its slice is moved).
     layers
         The :class:`~napari_samlung._napari.layers.ImageLayers` worked on.
     """
@@ -133,19 +135,6 @@ class QualityView:
         layout.setSpacing(2)
         layout.addWidget(self.strip)
         layout.addWidget(self.caption)
-        self._previous = {
-            key: viewer.bind_key(key, func, overwrite=True)
-            for key, func in (
-                (NEXT_DOUBTFUL_KEY, self._next_key),
-                (PREVIOUS_DOUBTFUL_KEY, self._previous_key),
-            )
-        }
-
-    def _next_key(self, viewer=None) -> None:
-        self.go_doubtful(+1)
-
-    def _previous_key(self, viewer=None) -> None:
-        self.go_doubtful(-1)
 
     def refresh(self) -> None:
         """Show the qualities of the slices and the caption for the slice on screen."""
@@ -191,9 +180,3 @@ class QualityView:
             return None
         self.go_to(target)
         return target
-
-    def close(self) -> None:
-        """Give the keys back to what they did before."""
-        for key, previous in self._previous.items():
-            self.viewer.bind_key(key, previous, overwrite=True)
-        self._previous = {}

@@ -1,8 +1,7 @@
 """Keyboard shortcuts of the dock widget, bound on the viewer while the widget is open.
 
 The keys avoid napari's own (single letters switch layer modes, ``[``/``]`` the
-brush size); the doubtful-slice keys ``.`` and ``,`` are bound by
-:class:`~napari_samlung._napari.quality_strip.QualityView`.
+brush size).  Every key the widget binds is here, given back on close.
 """
 
 from __future__ import annotations
@@ -22,16 +21,15 @@ SHORTCUTS: tuple[tuple[str, str, str], ...] = (
     ("Shift-Right", "next slice with lung", "next_lung"),
     ("Shift-Left", "previous slice with lung", "previous_lung"),
     ("Shift-B", "switch between the box and point tools", "switch_tool"),
+    (NEXT_DOUBTFUL_KEY, "next doubtful slice", "next_doubtful"),
+    (PREVIOUS_DOUBTFUL_KEY, "previous doubtful slice", "previous_doubtful"),
 )
 
 
 def shortcuts_help() -> str:
     """All the widget's keys, one per line (the widget's tooltip and the README)."""
     lines = [f"{key}: {what}" for key, what, _ in SHORTCUTS]
-    lines += [
-        f"{NEXT_DOUBTFUL_KEY} / {PREVIOUS_DOUBTFUL_KEY}: next / previous doubtful slice",
-        "click the quality strip: go to that slice",
-    ]
+    lines.append("click the quality strip: go to that slice")
     return "Keys in the viewer:\n" + "\n".join(lines)
 
 
@@ -89,6 +87,14 @@ class Shortcuts:
         """The "Clear slice" button."""
         if not self._busy():
             self.w.interactive.clear_slice()
+
+    def next_doubtful(self) -> int | None:
+        """Go to the next doubtful slice (the quality strip's rule); returns it (or None)."""
+        return self.w.quality_view.go_doubtful(+1)
+
+    def previous_doubtful(self) -> int | None:
+        """Go to the previous doubtful slice; returns it (or None)."""
+        return self.w.quality_view.go_doubtful(-1)
 
     def next_lung(self) -> int | None:
         """Go to the next slice with lung; returns it (or None)."""

@@ -386,7 +386,6 @@ class SamLungWidget(Container):
         self.window_sync.close()
         self.interactive.close()
         self.runs.close()
-        self.quality_view.close()
         self.shortcuts.close()
         self.workers.close()
         layers = self.viewer.layers.events
