@@ -274,3 +274,24 @@ def box_vertices(slice_index: int, r0: float, c0: float, r1: float, c1: float) -
     """A napari rectangle on one slice of a 3D Shapes layer."""
     z = float(slice_index)
     return np.array([[z, r0, c0], [z, r0, c1], [z, r1, c1], [z, r1, c0]], float)
+
+
+def dicom_widget(make_napari_viewer, qtbot, series: Path):
+    """(viewer, widget, truth): the widget on a DICOM series read from ``series``, with a
+    two-lung ground truth on slices 1-3 and the tiny model."""
+    from napari_samlung._napari.launch import build_viewer
+    from napari_samlung.io import read_image
+
+    image = read_image(series)
+    truth = np.zeros(image.data.shape, np.uint8)
+    truth[1:4, 3:9, 2:7] = 2
+    truth[1:4, 3:9, 9:14] = 1
+    viewer, widget = build_viewer(
+        image,
+        truth,
+        RunConfig(model_id="lite_medsam"),
+        viewer=make_napari_viewer(),
+        segmenter_factory=Recorder(tiny_factory),
+    )
+    wait_idle(qtbot, widget)
+    return viewer, widget, truth

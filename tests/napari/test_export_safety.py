@@ -170,27 +170,13 @@ def test_seg_export_never_lands_on_a_slice_of_the_series(
     make_napari_viewer, qtbot, tmp_path, shown
 ):
     pytest.importorskip("highdicom", reason="DICOM SEG needs highdicom (napari-samlung[dicom])")
-    from napari_fixtures import Recorder, tiny_factory, wait_idle
+    from napari_fixtures import dicom_widget, wait_idle
 
     from dicom_series import write_series
-    from napari_samlung._napari.launch import build_viewer
-    from napari_samlung.core.config import RunConfig
-    from napari_samlung.io import read_image
 
     volume = np.random.default_rng(0).integers(-1000, 400, (16, 12, 6)).astype(np.float32)
     files = write_series(volume, np.diag([-0.7, 0.7, 2.5, 1.0]), tmp_path / "CT_series")
-    image = read_image(tmp_path / "CT_series")
-    truth = np.zeros(image.data.shape, np.uint8)
-    truth[1:4, 3:9, 2:7] = 2
-    truth[1:4, 3:9, 9:14] = 1
-    viewer, widget = build_viewer(
-        image,
-        truth,
-        RunConfig(model_id="lite_medsam"),
-        viewer=make_napari_viewer(),
-        segmenter_factory=Recorder(tiny_factory),
-    )
-    wait_idle(qtbot, widget)
+    viewer, widget, truth = dicom_widget(make_napari_viewer, qtbot, tmp_path / "CT_series")
     widget.image_layers.writer.layer.data = truth[:]
     before = {f: digest(f) for f in files}
     target = Path(files[2])

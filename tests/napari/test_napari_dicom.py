@@ -74,24 +74,10 @@ def test_writer_saves_a_dicom_seg_of_the_layer(tmp_path):
 def test_widget_shows_volumes_and_exports_a_dicom_seg(make_napari_viewer, qtbot, tmp_path):
     pytest.importorskip("highdicom", reason="DICOM SEG needs highdicom (napari-samlung[dicom])")
     import highdicom as hd
-    from napari_fixtures import Recorder, tiny_factory, wait_idle
-
-    from napari_samlung._napari.launch import build_viewer
-    from napari_samlung.core.config import RunConfig
+    from napari_fixtures import dicom_widget, wait_idle
 
     _series(tmp_path)
-    image = read_image(tmp_path / "CT_series")
-    truth = np.zeros(image.data.shape, np.uint8)
-    truth[1:4, 3:9, 2:7] = 2
-    truth[1:4, 3:9, 9:14] = 1
-    viewer, widget = build_viewer(
-        image,
-        truth,
-        RunConfig(model_id="lite_medsam"),
-        viewer=make_napari_viewer(),
-        segmenter_factory=Recorder(tiny_factory),
-    )
-    wait_idle(qtbot, widget)
+    viewer, widget, truth = dicom_widget(make_napari_viewer, qtbot, tmp_path / "CT_series")
     assert widget.seg_export.button.enabled
     assert "volume" not in widget.readout_text()  # nothing segmented yet
     output = widget.image_layers.writer.layer
